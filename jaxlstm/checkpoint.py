@@ -1,0 +1,66 @@
+"""Orbax checkpoints of a run: per-customer training state plus the metadata needed to rebuild it
+(resolved config, schema version, customer ids in row order, a fingerprint of data + config)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxlstm.config import Config
+from jaxlstm.errors import InputError
+
+SCHEMA_VERSION = 1
+
+
+def fingerprint(config: Config, *arrays: np.ndarray) -> str:
+    """sha256 of the data arrays and of the config keys that change what is trained (epoch count,
+    checkpoint cadence and caching may differ between a run and its resume)."""
+    h = hashlib.sha256()
+    cfg = config.to_dict()
+    for k in ("epochs", "checkpoint_every", "compilation_cache"):
+        cfg["train"].pop(k)
+    h.update(json.dumps(cfg, sort_keys=True).encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes() if a.dtype != object else "\x00".join(map(str, a.ravel())).encode())
+    return h.hexdigest()
+
+
+def manager(directory: str | Path, keep: int = 2) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    )
+
+
+def save(mngr: ocp.CheckpointManager, epoch: int, tree: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Save after `epoch` epochs. `tree` holds numpy arrays; Orbax writes to a temporary folder and
+    renames it when complete, so a kill mid-save leaves the previous checkpoint intact."""
+    meta = {**meta, "schema_version": SCHEMA_VERSION, "epochs_done": epoch}
+    mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+
+
+def read_meta(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
+    """(epochs done, metadata) of the latest checkpoint, or None if there is none."""
+    if not Path(directory).is_dir():
+        return None
+    mngr = manager(directory)
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{directory}: checkpoint schema {meta.get('schema_version')} (this jaxlstm reads {SCHEMA_VERSION})")
+    return step, meta
+
+
+def restore(directory: str | Path, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
+    """Restore the state saved at `step` into the structure of `abstract` (shape/dtype leaves)."""
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
+    return manager(directory).restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]

@@ -1,0 +1,176 @@
+"""Run configuration: frozen dataclasses loaded from TOML, with dotted overrides.
+
+A config file has three tables, `[data]`, `[model]` and `[train]`; every key is optional and
+falls back to the defaults below (which are `configs/default.toml`). Unknown keys are errors,
+so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from jaxlstm.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    id_col: str = "customer_id"
+    time_col: str = "timestamp"
+    look_back: int = 3  # intervals per input window
+    floor_days: bool = False  # True: whole calendar days between visits (the classic recipe)
+    bins: tuple[float, ...] = ()  # interval bin edges in days; empty = regression
+    split: str = "temporal"  # "temporal": each customer's last windows validate; "random": 4:1
+    val_fraction: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    lstm_layers: int = 2
+    units: int = 8
+    lstm_activation: str = "tanh"  # the classic recipe's code used "relu"
+    dropout: float = 0.2  # on each LSTM layer's outputs, while training
+    dense: tuple[int, ...] = (8,)  # hidden dense layers before the output layer
+    dense_activation: str = "relu"
+    forget_bias: float = 1.0  # added to the forget-gate bias at init, as Keras does
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32  # minibatch of one customer's own windows
+    learning_rate: float = 0.01
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1e-7  # Keras's value (optax's default is 1e-8)
+    patience: int = 15  # epochs without validation improvement before a customer stops; 0 = never
+    seed: int = 0
+    chunk_customers: int = 256  # customers per compiled call (see PERF.md: <= 256 on CPU)
+    checkpoint_every: int = 10  # epochs; the last epoch is always saved
+    compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def n_classes(self) -> int:
+        """0 for regression, else one class per bin: below the first edge, between edges, above."""
+        return len(self.data.bins) + 1 if self.data.bins else 0
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            section: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, section)).items()}
+            for section in ("data", "model", "train")
+        }
+
+    def to_toml(self) -> str:
+        lines = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _coerce(section: str, key: str, value: Any) -> Any:
+    cls = _SECTIONS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise InputError(f"unknown config key '{section}.{key}' (known: {', '.join(sorted(fields))})")
+    default = fields[key].default
+    try:
+        if isinstance(default, tuple):
+            items = value if isinstance(value, (list, tuple)) else [x for x in str(value).split(",") if x.strip()]
+            kind = int if section == "model" else float
+            return tuple(kind(x) for x in items)
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise InputError(f"config key '{section}.{key}': cannot read {value!r} as {type(default).__name__}") from None
+
+
+def from_dict(tree: dict[str, dict[str, Any]], base: Config | None = None) -> Config:
+    """Build a Config from nested {section: {key: value}}, on top of `base` (default: defaults)."""
+    base = base or Config()
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        values = tree.get(section, {}) or {}
+        if not isinstance(values, dict):
+            raise InputError(f"config section [{section}] must be a table")
+        updates = {k: _coerce(section, k, v) for k, v in values.items()}
+        sections[section] = dataclasses.replace(getattr(base, section), **updates)
+    unknown = set(tree) - set(_SECTIONS)
+    if unknown:
+        raise InputError(f"unknown config section(s) {sorted(unknown)} (known: data, model, train)")
+    config = Config(**sections)
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a TOML config (or the defaults), then apply {"section.key": value} overrides."""
+    tree: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            tree = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InputError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(f"config file {path}: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or not key:
+            raise InputError(f"override '{dotted}' must look like section.key with section in data, model, train")
+        tree.setdefault(section, {})[key] = value
+    return from_dict(tree)
+
+
+def validate(config: Config) -> None:
+    d, m, t = config.data, config.model, config.train
+    checks = [
+        (d.look_back >= 1, f"data.look_back must be >= 1, got {d.look_back}"),
+        (d.split in ("temporal", "random"), f"data.split must be 'temporal' or 'random', got '{d.split}'"),
+        (0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}"),
+        (all(b > 0 for b in d.bins), f"data.bins must be positive day counts, got {list(d.bins)}"),
+        (all(a < b for a, b in zip(d.bins, d.bins[1:])), f"data.bins must increase, got {list(d.bins)}"),
+        (m.lstm_layers >= 1 and m.units >= 1, "model.lstm_layers and model.units must be >= 1"),
+        (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
+        (all(n >= 1 for n in m.dense), f"model.dense sizes must be >= 1, got {list(m.dense)}"),
+        (m.lstm_activation in ACTIVATIONS, f"model.lstm_activation must be one of {sorted(ACTIVATIONS)}"),
+        (m.dense_activation in ACTIVATIONS, f"model.dense_activation must be one of {sorted(ACTIVATIONS)}"),
+        (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
+        (t.patience >= 0, f"train.patience must be >= 0, got {t.patience}"),
+        (t.chunk_customers >= 1, f"train.chunk_customers must be >= 1, got {t.chunk_customers}"),
+        (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")

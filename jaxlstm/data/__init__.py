@@ -1,0 +1,1 @@
+"""Data layer: numpy/pandas only, outside jit. events -> intervals -> windows -> packed chunks."""

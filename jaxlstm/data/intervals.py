@@ -1,0 +1,68 @@
+"""Visit events -> per-customer intervals (days between consecutive visits), stored flat with offsets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from jaxlstm.data.events import ID, TIME
+
+DAY_NS = 86_400 * 10**9
+
+
+@dataclasses.dataclass(frozen=True)
+class Histories:
+    """Every customer's visit history; customer i owns intervals[offsets[i]:offsets[i + 1]].
+
+    ids:         [N] original customer ids (sorted by their string form)
+    keys:        [N] str, the ids as text: how runs and predictions match customers
+    n_visits:    [N] int64
+    last_visit:  [N] datetime64[ns]
+    offsets:     [N + 1] int64
+    intervals:   [M] float64 days, in visit order (M = n_visits.sum() - N)
+    """
+
+    ids: np.ndarray
+    keys: np.ndarray
+    n_visits: np.ndarray
+    last_visit: np.ndarray
+    offsets: np.ndarray
+    intervals: np.ndarray
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.ids)
+
+    def of(self, i: int) -> np.ndarray:
+        return self.intervals[self.offsets[i] : self.offsets[i + 1]]
+
+
+def histories(events: pd.DataFrame, floor_days: bool = False) -> Histories:
+    """Intervals per customer from a validated events frame (see `events.validate_events`).
+
+    floor_days: whole calendar days between visit dates, as the classic recipe counts
+    (two visits on one day give 0); otherwise exact float days.
+    """
+    keys = np.asarray(events[ID].astype(str).to_numpy(), dtype=str)
+    times = events[TIME].to_numpy("datetime64[ns]")
+    order = np.lexsort((times, keys))
+    keys, times, ids = keys[order], times[order], events[ID].to_numpy()[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    n_visits = np.diff(np.r_[starts, len(keys)])
+    ticks = times.astype("datetime64[D]").astype(np.int64) * DAY_NS if floor_days else times.astype(np.int64)
+    gaps = np.diff(ticks).astype(np.float64) / DAY_NS
+    same_customer = np.ones(len(keys), bool)
+    same_customer[starts] = False  # the first visit of a customer starts no interval
+    intervals = gaps[same_customer[1:]]
+    offsets = np.r_[0, np.cumsum(n_visits - 1)].astype(np.int64)
+    last = np.r_[starts[1:], len(keys)] - 1
+    return Histories(
+        ids=ids[starts],
+        keys=keys[starts],
+        n_visits=n_visits.astype(np.int64),
+        last_visit=times[last],
+        offsets=offsets,
+        intervals=intervals,
+    )

@@ -1,0 +1,148 @@
+"""Per-customer predictions: restore a run's models, run the vmapped forward pass on each customer's
+latest window, and give exactly one row per input customer (a labelled fallback where no model
+can answer)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+
+from jaxlstm import checkpoint
+from jaxlstm.config import Config, from_dict
+from jaxlstm.data.batching import model_inputs
+from jaxlstm.data.events import validate_events
+from jaxlstm.data.intervals import Histories, histories
+from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
+from jaxlstm.errors import InputError
+from jaxlstm.step import Compiled, CustomerState, compile_steps, stacked_state_shape
+
+# `model` column values
+PER_CUSTOMER, FALLBACK_OWN, FALLBACK_POP = "per_customer", "fallback_customer_median", "fallback_population_median"
+# `status` column values
+OK, TOO_FEW, UNKNOWN, DIVERGED = "ok", "too_few_visits", "unknown_customer", "diverged"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunModel:
+    """What prediction needs from a trained run: each modelled customer's kept parameters.
+
+    keys: [N] str customer ids; center: [N] float32; params: tree with leading [N];
+    diverged: [N] bool (those customers get a fallback with status 'diverged').
+    """
+
+    config: Config
+    keys: np.ndarray
+    center: np.ndarray
+    params: Any
+    diverged: np.ndarray
+
+
+def load_run(run_dir: str | Path) -> RunModel:
+    """Restore the latest checkpoint of a run directory written by `train_all`."""
+    ckpt = Path(run_dir) / "checkpoints"
+    found = checkpoint.read_meta(ckpt)
+    if found is None:
+        raise InputError(f"{run_dir}: no checkpoint found (expected {ckpt}; is this a train_all.py --out folder?)")
+    step, meta = found
+    config = from_dict(meta["config"])
+    keys = np.asarray(meta["customer_ids"], dtype=str)
+    abstract = checkpoint_tree(stacked_state_shape(config, len(keys)), np.zeros(len(keys), np.float32), 0)
+    restored = checkpoint.restore(ckpt, step, abstract)
+    state = CustomerState(**restored["customers"])
+    return RunModel(config, keys, restored["center"], state.best_params, np.asarray(state.diverged))
+
+
+def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
+    """The pytree a checkpoint holds (numpy leaves)."""
+    return {"customers": state._asdict(), "center": center, "epoch": np.array(epoch)}
+
+
+def _forward(run: RunModel, rows: np.ndarray, x_days: np.ndarray, compiled: Compiled | None) -> np.ndarray:
+    """Model outputs [n, K] for run customers `rows` on windows x_days [n, L] (days)."""
+    cfg = run.config
+    if compiled is None:
+        compiled = compile_steps(cfg, max(1, min(cfg.train.chunk_customers, len(rows))), cfg.train.batch_size, only=("evaluate",))
+    C, B = compiled.shape
+    L, K = cfg.data.look_back, cfg.n_classes or 1
+    if len(rows) == 0:
+        return np.zeros((0, K), np.float32)
+    pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
+    rows, x_days = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x_days, np.repeat(x_days[:1], pad, 0)])
+    y, mask = np.zeros((C, B), np.int32 if cfg.n_classes else np.float32), np.zeros((C, B), np.float32)
+    outs = []
+    for start in range(0, len(rows), C):
+        part = rows[start : start + C]
+        params = jax.tree_util.tree_map(lambda a: a[part], run.params)
+        x = np.zeros((C, B, L, 1), np.float32)
+        x[:, 0] = model_inputs(x_days[start : start + C], run.center[part])
+        outs.append(np.asarray(compiled.evaluate(params, x, y, mask)[2])[:, 0])
+    return np.concatenate(outs)[: len(rows) - pad]
+
+
+def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Compiled | None = None) -> pd.DataFrame:
+    """One row per customer of `hist` (see DESIGN.md, outputs). Customers the run has a healthy model
+    for and with >= look_back intervals get the model's answer; the others a labelled fallback:
+    their own median interval, else the population median of all intervals in `hist`."""
+    cfg = run.config
+    N = hist.n_customers
+    row = pd.Index(run.keys).get_indexer(hist.keys)  # -1: not in the run
+    known = row >= 0
+    healthy = known & ~np.where(known, run.diverged[np.maximum(row, 0)], False)
+    use = healthy & windows.has_last
+    idx = np.flatnonzero(use)
+
+    days = np.full(N, np.nan)
+    owner = np.repeat(np.arange(N), np.diff(hist.offsets))
+    own = pd.Series(hist.intervals).groupby(owner).median().reindex(range(N)).to_numpy()
+    population = float(np.median(hist.intervals)) if len(hist.intervals) else np.nan
+    fallback_days = np.where(np.isnan(own), population, own)
+    model = np.where(np.isnan(own), FALLBACK_POP, FALLBACK_OWN).astype(object)
+    has_window = np.diff(windows.offsets) > 0
+    status = np.where(known & ~healthy, DIVERGED, np.where(~known & has_window, UNKNOWN, TOO_FEW)).astype(object)
+
+    out = _forward(run, row[idx], windows.last[idx], compiled)
+    if cfg.n_classes:
+        probs = np.full((N, cfg.n_classes), np.nan, np.float32)
+        probs[idx] = np.asarray(jax.nn.softmax(out, axis=-1))
+        days[idx] = bin_values(cfg.data.bins)[probs[idx].argmax(-1)]
+    else:
+        days[idx] = decode(out[:, 0] + run.center[row[idx]])
+    days = np.where(use, days, fallback_days)
+    model[use], status[use] = PER_CUSTOMER, OK
+
+    frame = pd.DataFrame(
+        {
+            "customer_id": hist.ids,
+            "n_visits": hist.n_visits,
+            "last_visit": hist.last_visit,
+            "predicted_interval_days": days,
+            "predicted_next_visit": hist.last_visit + pd.to_timedelta(np.nan_to_num(days, nan=0.0), unit="D").to_numpy(),
+            "model": model,
+            "status": status,
+        }
+    )
+    frame.loc[np.isnan(days), "predicted_next_visit"] = pd.NaT
+    if cfg.n_classes:
+        for k in range(cfg.n_classes):
+            frame[f"p_bin_{k}"] = probs[:, k]
+        frame["predicted_bin"] = np.where(use, probs.argmax(-1) if N else 0, to_bins(np.nan_to_num(fallback_days), cfg.data.bins))
+    return frame
+
+
+def predict(
+    run_dir: str | Path, events: pd.DataFrame, id_col: str | None = None, time_col: str | None = None, source: str = "<DataFrame>"
+) -> pd.DataFrame:
+    """Predict every customer of `events` (a visit table) with the models of a saved run.
+
+    Columns are the run's `data.id_col` / `data.time_col` unless given. Returns one row per customer.
+    """
+    run = load_run(run_dir)
+    d = run.config.data
+    events = validate_events(events, id_col or d.id_col, time_col or d.time_col, source=source)
+    hist = histories(events, floor_days=d.floor_days)
+    return predict_frame(run, hist, make_windows(hist, d.look_back))

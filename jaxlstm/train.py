@@ -1,0 +1,320 @@
+"""train_all: visit log in, one LSTM per customer trained all at once, predictions out.
+
+    events -> histories -> windows -> split -> chunks of C customers
+    -> for each epoch, for each chunk: minibatch steps (vmapped, jitted), validation, best-keeping
+    -> Orbax checkpoints every N epochs -> per-customer predictions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from jaxlstm import checkpoint
+from jaxlstm.config import Config
+from jaxlstm.data import batching
+from jaxlstm.data.events import validate_events
+from jaxlstm.data.intervals import Histories, histories
+from jaxlstm.data.windows import Windows, decode, make_windows
+from jaxlstm.errors import InputError
+from jaxlstm.predict import RunModel, checkpoint_tree, predict_frame
+from jaxlstm.step import Compiled, CustomerState, compile_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The data of a run, ready for the trainer (all numpy; see the data layer for shapes)."""
+
+    hist: Histories
+    windows: Windows
+    is_val: np.ndarray  # [M] bool
+    center: np.ndarray  # [N] float32
+    seeds: np.ndarray  # [N] uint64
+    chunks: list[batching.Chunk]
+
+    @property
+    def model_rows(self) -> np.ndarray:
+        """Customers that get a model, in chunk order (the order of every saved per-customer array)."""
+        return np.concatenate([c.rows[c.real] for c in self.chunks]) if self.chunks else np.zeros(0, np.int64)
+
+
+def prepare(events: pd.DataFrame, config: Config) -> Prepared:
+    d, t = config.data, config.train
+    hist = histories(events, floor_days=d.floor_days)
+    windows = make_windows(hist, d.look_back)
+    seeds = batching.customer_seeds(hist.keys)
+    is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)
+    center = batching.centers(windows, is_val)
+    rows = np.flatnonzero(windows.counts > 0)
+    C = max(1, min(t.chunk_customers, len(rows)))
+    chunks = batching.pack_chunks(windows, is_val, center, seeds, rows, C, t.batch_size, d.bins)
+    return Prepared(hist, windows, is_val, center, seeds, chunks)
+
+
+def _shuffled(chunk: batching.Chunk, run_seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's training windows in a fresh random order (padding stays last)."""
+    seeds = (chunk.seeds[:, 0].astype(np.uint64) << np.uint64(32)) | chunk.seeds[:, 1].astype(np.uint64)
+    W = chunk.x_train.shape[1]
+    u = batching.uniform(seeds, (run_seed << 20) + 2 * epoch + 2, W)
+    u[np.arange(W)[None, :] >= chunk.n_train[:, None]] = 2.0
+    order = np.argsort(u, axis=1, kind="stable")
+    return np.take_along_axis(chunk.x_train, order[:, :, None, None], 1), np.take_along_axis(chunk.y_train, order, 1)
+
+
+def _batches(n: np.ndarray, width: int, B: int):
+    """(k, slice, mask [C, B]) for each minibatch position k over `width` padded windows."""
+    for k in range(-(-int(n.max()) // B) if len(n) and n.max() > 0 else 0):
+        mask = ((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32)
+        yield k, slice(k * B, (k + 1) * B), mask
+
+
+def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int):
+    """Per-customer validation (loss_sum [C], n [C], outputs [C, Wv, K]) with `params`."""
+    sums, ns, outs = [], [], []
+    for _, sl, mask in _batches(chunk.n_val, chunk.x_val.shape[1], B):
+        s, n, out = compiled.evaluate(params, chunk.x_val[:, sl], chunk.y_val[:, sl], mask)
+        sums.append(s), ns.append(n), outs.append(out)
+    if not sums:
+        C = len(chunk.rows)
+        return np.zeros(C, np.float32), np.zeros(C, np.float32), np.zeros((C, 0, 1), np.float32)
+    return sum(sums), sum(ns), np.concatenate([np.asarray(o) for o in outs], axis=1)
+
+
+def _gather(states: list, chunks: list[batching.Chunk]) -> Any:
+    """Per-chunk device states -> one numpy tree over all model customers (padding dropped)."""
+    return jax.tree_util.tree_map(
+        lambda *xs: np.concatenate([np.asarray(x)[c.real] for x, c in zip(xs, chunks)]), *states
+    )
+
+
+def _scatter(tree: Any, states: list, chunks: list[batching.Chunk]) -> list:
+    """Inverse of _gather: put restored rows back into each chunk's state."""
+    out, start = [], 0
+    for st, c in zip(states, chunks):
+        n = int(c.real.sum())
+
+        def put(full, cur, start=start, n=n, real=c.real):
+            cur = np.array(cur)
+            cur[real] = full[start : start + n]
+            return cur
+
+        out.append(jax.tree_util.tree_map(put, tree, st))
+        start += n
+    return out
+
+
+@dataclasses.dataclass
+class Fit:
+    state: Any  # CustomerState over all model customers (numpy, chunk order)
+    compiled: Compiled | None
+    history: list[dict[str, float]]
+    seconds_train: float
+    epochs_run: int
+    val_sum: np.ndarray  # [N_model] best-params validation metrics
+    val_n: np.ndarray
+    val_error: np.ndarray  # [N_model] MAE days (regression) or error rate (classification)
+
+
+def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True) -> Fit:
+    """Train every customer's model. Resumes from the latest checkpoint in `ckpt_dir` if asked."""
+    t = config.train
+    chunks, B = prep.chunks, t.batch_size
+    keys = prep.hist.keys[prep.model_rows]
+    center = prep.center[prep.model_rows]
+    if not chunks:
+        return Fit(None, None, [], 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0))
+    C = len(chunks[0].rows)
+    compiled = compile_steps(config, C, B)
+    seed = np.int32(t.seed)
+    states = [compiled.init(seed, c.seeds) for c in chunks]
+    print_ = tqdm.write if progress else (lambda *_: None)
+
+    fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
+    meta = {"config": config.to_dict(), "customer_ids": keys.tolist(), "fingerprint": fp}
+    start = 0
+    mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
+    if resume:
+        found = checkpoint.read_meta(ckpt_dir) if ckpt_dir is not None else None
+        if found is None:
+            raise InputError(f"--resume: no checkpoint found in {ckpt_dir}")
+        start, saved = found
+        if saved["fingerprint"] != fp:
+            raise InputError(f"--resume: {ckpt_dir} was trained on other data or another config; start a new run or drop --resume")
+        restored = checkpoint.restore(ckpt_dir, start, checkpoint_tree(_gather(states, chunks), center, 0))
+        states = _scatter(CustomerState(**restored["customers"]), states, chunks)
+        print_(f"resumed from {ckpt_dir} after epoch {start}")
+
+    history: list[dict[str, float]] = []
+    n_model = len(keys)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, t.epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        tr_sum, tr_n, va_sum, va_n = [], [], [], []
+        for ci, chunk in enumerate(chunks):
+            st = states[ci]
+            if bool(np.asarray(st.stopped).all()):
+                continue
+            xs, ys = _shuffled(chunk, t.seed, epoch)
+            for k, sl, mask in _batches(chunk.n_train, xs.shape[1], B):
+                st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, chunk.seeds, seed, np.int32(epoch), np.int32(k))
+                tr_sum.append(s), tr_n.append(n)
+            vs, vn, _ = _validate(compiled, st.params, chunk, B)
+            va_sum.append(vs), va_n.append(vn)
+            states[ci] = compiled.end_epoch(st, vs, vn, np.int32(epoch))
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(sum(np.asarray(x).sum() for x in tr_sum) / max(sum(np.asarray(x).sum() for x in tr_n), 1)),
+            "val_loss": float(sum(np.asarray(x).sum() for x in va_sum) / max(sum(np.asarray(x).sum() for x in va_n), 1)),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
+                        cust_s=f"{n_model * len(history) / max(row['seconds'], 1e-9):,.0f}")
+        if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
+            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), meta)
+    jax.block_until_ready(states)
+    seconds = time.perf_counter() - t0
+    if mngr is not None:
+        if mngr.latest_step() is None:  # e.g. epochs = 0: still leave a run that predict.py can read
+            checkpoint.save(mngr, start, checkpoint_tree(_gather(states, chunks), center, start), meta)
+        mngr.wait_until_finished()
+
+    # validation metrics of the parameters each customer keeps
+    val_sum, val_n, val_err = [], [], []
+    for st, chunk in zip(states, chunks):
+        s, n, out = _validate(compiled, st.best_params, chunk, B)
+        val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
+        val_err.append(_val_error(out, chunk, config)[chunk.real])
+    return Fit(_gather(states, chunks), compiled, history, seconds, t.epochs - start,
+               np.concatenate(val_sum), np.concatenate(val_n), np.concatenate(val_err))
+
+
+def _val_error(out: np.ndarray, chunk: batching.Chunk, config: Config) -> np.ndarray:
+    """[C] per customer: MAE in days (regression) or error rate (classification); NaN without validation."""
+    W = out.shape[1]
+    mask = np.arange(W)[None, :] < chunk.n_val[:, None]
+    if config.n_classes:
+        err = (out.argmax(-1) != chunk.y_val[:, :W]).astype(np.float64)
+    else:
+        center = chunk.center[:, None]
+        err = np.abs(decode(out[..., 0] + center) - decode(chunk.y_val[:, :W] + center))
+    with np.errstate(invalid="ignore"):
+        return np.where(mask, err, 0).sum(1) / np.where(chunk.n_val > 0, chunk.n_val, np.nan)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temporary name and rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def enable_compilation_cache() -> None:
+    """Persist compiled XLA programs across processes (a second run compiles in ~1 s, see PERF.md)."""
+    cache = os.environ.get("JAXLSTM_CACHE_DIR") or str(Path.home() / ".cache" / "jaxlstm" / "xla")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def train_all(
+    events: pd.DataFrame,
+    config: Config | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train one next-visit model per customer, all at once, and predict each customer's next visit.
+
+    Args:
+      events: visit table, one row per visit, with the columns `config.data.id_col` and
+        `config.data.time_col` (timestamps, dates or ISO-8601 text).
+      config: a `Config` (default: `Config()`, i.e. configs/default.toml).
+      out_dir: where to write predictions.parquet, metrics.json, customer_metrics.parquet,
+        config.toml and checkpoints/ (None: write nothing, no checkpoints).
+      resume: continue from the latest checkpoint in out_dir (same data and config required).
+      progress: show a progress bar on stderr.
+    Returns:
+      the predictions table: exactly one row per customer in `events` (see DESIGN.md).
+    """
+    config = config or Config()
+    if config.train.compilation_cache:
+        enable_compilation_cache()
+    t_start = time.perf_counter()
+    events = validate_events(events, config.data.id_col, config.data.time_col)
+    prep = prepare(events, config)
+    t_prep = time.perf_counter() - t_start
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(config.to_toml())
+    rows = prep.model_rows
+    result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress)
+    if result.state is not None:
+        run = RunModel(config, prep.hist.keys[rows], prep.center[rows], result.state.best_params, result.state.diverged)
+    else:
+        run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool))
+    predictions = predict_frame(run, prep.hist, prep.windows, result.compiled)
+    if out is None:
+        return predictions
+
+    counts = prep.windows.counts
+    per_customer = pd.DataFrame(
+        {
+            "customer_id": prep.hist.ids[rows],
+            "n_windows": counts[rows],
+            "n_val": result.val_n.astype(np.int64),
+            "best_epoch": (result.state.best_epoch + 1) if result.state is not None else np.zeros(0, int),
+            "val_loss": result.val_sum / np.where(result.val_n > 0, result.val_n, np.nan),
+            ("val_error_rate" if config.n_classes else "val_mae_days"): result.val_error,
+            "stopped_early": result.state.stopped & ~result.state.diverged if result.state is not None else np.zeros(0, bool),
+            "diverged": run.diverged,
+        }
+    )
+    _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
+    _write_atomic(out / "predictions.parquet", predictions.to_parquet)
+    metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
+                          seconds_total=time.perf_counter() - t_start)
+    _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    return predictions
+
+
+def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.DataFrame, per_customer: pd.DataFrame,
+                seconds_prepare: float, seconds_total: float) -> dict[str, Any]:
+    """The run summary written to metrics.json."""
+    n_model = len(prep.model_rows)
+    err = per_customer["val_error_rate" if config.n_classes else "val_mae_days"].to_numpy(dtype=float)
+    windows_trained = int(sum(c.n_train.sum() for c in prep.chunks))
+    return {
+        "customers": int(prep.hist.n_customers),
+        "customers_with_model": n_model,
+        "customers_fallback": int((predictions["model"] != "per_customer").sum()),
+        "status_counts": predictions["status"].value_counts().to_dict(),
+        "diverged": int(per_customer["diverged"].sum()),
+        "stopped_early": int(per_customer["stopped_early"].sum()),
+        "windows_train": windows_trained,
+        "windows_val": int(prep.is_val.sum()),
+        "epochs": config.train.epochs,
+        "epochs_run": result.epochs_run,
+        "history": result.history,
+        ("val_error_rate" if config.n_classes else "val_mae_days"): float(np.nanmean(err)) if np.isfinite(err).any() else None,
+        "seconds_prepare": seconds_prepare,
+        "seconds_compile": float(sum(result.compiled.seconds.values())) if result.compiled else 0.0,
+        "seconds_compile_by_function": result.compiled.seconds if result.compiled else {},
+        "seconds_train": result.seconds_train,
+        "seconds_total": seconds_total,
+        "customers_per_s": n_model * result.epochs_run / config.train.epochs / result.seconds_train
+        if result.seconds_train > 0 and config.train.epochs else None,
+        "window_steps_per_s": windows_trained * result.epochs_run / result.seconds_train if result.seconds_train > 0 else None,
+        "device": str(jax.devices()[0].device_kind),
+        "chunk_shape": list(result.compiled.shape) if result.compiled else None,
+    }

@@ -1,0 +1,48 @@
+"""Predict every customer's next visit with the models of a saved run.
+
+    python scripts/predict.py --run runs/NAME --customers visits.parquet --out predictions.parquet
+
+Customers the run has no model for get a labelled fallback (their own median interval, else the
+population median); the `model` and `status` columns say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _cli
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder written by train_all.py (--out)")
+    p.add_argument("--customers", required=True, help="visit log (.parquet or .csv), possibly newer than the run's")
+    p.add_argument("--out", required=True, help="predictions file (.parquet or .csv)")
+    p.add_argument("--id-col", help="customer id column (default: the run's)")
+    p.add_argument("--time-col", help="timestamp column (default: the run's)")
+    args = p.parse_args(argv)
+
+    from pathlib import Path
+
+    from jaxlstm.data.events import read_table
+    from jaxlstm.errors import InputError
+    from jaxlstm.predict import predict
+
+    if not args.out.lower().endswith((".parquet", ".pq", ".csv")):
+        raise InputError(f"--out {args.out}: expected a .parquet or .csv file name")
+    if not Path(args.run).is_dir():
+        raise InputError(f"--run {args.run}: no such run folder")
+    raw = read_table(args.customers)
+    predictions = predict(args.run, raw, args.id_col, args.time_col, source=args.customers)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.out.lower().endswith(".csv"):
+        predictions.to_csv(args.out, index=False)
+    else:
+        predictions.to_parquet(args.out)
+    counts = predictions["model"].value_counts().to_dict()
+    print(f"{len(predictions):,} predictions -> {args.out} ({', '.join(f'{k}: {v:,}' for k, v in counts.items())})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    _cli.run(main)
