@@ -8,6 +8,7 @@ others, in any chunk.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -160,7 +161,19 @@ ALL = ("init", "train", "evaluate", "end_epoch")
 
 def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL) -> Compiled:
     """vmap the one-customer functions over C customers, jit and compile them ahead of time, so
-    compile time is measured apart and a shape mismatch fails loudly instead of recompiling."""
+    compile time is measured apart and a shape mismatch fails loudly instead of recompiling.
+    Programs are reused within a process for configs that differ only in what they do not depend on."""
+    d, t = config.data, config.train
+    key = Config(
+        data=type(d)(look_back=d.look_back, bins=d.bins),
+        model=config.model,
+        train=type(t)(learning_rate=t.learning_rate, rmsprop_decay=t.rmsprop_decay, rmsprop_eps=t.rmsprop_eps, patience=t.patience),
+    )
+    return _compile_steps(key, C, B, tuple(only))
+
+
+@functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
+def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Compiled:
     model, tx, K = build_model(config), optimizer(config), config.n_classes
     L, F = config.data.look_back, 1
     y_dtype = jnp.int32 if K else jnp.float32

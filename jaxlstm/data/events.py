@@ -75,10 +75,16 @@ def _parse_times(raw: pd.Series, col: str, source: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(raw):
         raise InputError(f"{source}: column '{col}' holds numbers, not timestamps (expected dates or ISO-8601 text)")
     text = raw.astype(str).str.strip()
+    has_tz = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy()
+    if has_tz.any() and not has_tz.all():  # local times beside UTC offsets: no safe common clock
+        naive = np.flatnonzero(~has_tz)
+        raise InputError(
+            f"{source}: column '{col}' mixes timestamps with and without a time zone; none at {_rows(naive, source)}"
+        )
     try:
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-    except (ValueError, TypeError) as e:  # e.g. a mix of tz-aware and naive values
-        raise InputError(f"{source}: column '{col}' has timestamps that cannot be read together: {e}") from None
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=bool(has_tz.any()))
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{source}: column '{col}' has timestamps that cannot be read: {e}") from None
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
         raise InputError(

@@ -1,0 +1,34 @@
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# keep the persistent XLA cache of test runs out of the user's home
+os.environ.setdefault("JAXLSTM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxlstm-test-xla-cache"))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")  # no silent float64 / int promotion
+
+from jaxlstm.config import load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
+
+
+@pytest.fixture
+def tiny():
+    return load_config(ROOT / "configs" / "tiny.toml")
+
+
+def visit_log(gaps_by_customer: dict, start="2023-01-01") -> pd.DataFrame:
+    """A visit table from {customer_id: [gap days, ...]} (first visit at `start`)."""
+    frames = []
+    for cid, gaps in gaps_by_customer.items():
+        offsets = np.r_[0.0, np.cumsum(np.asarray(gaps, float))]
+        t = np.datetime64(start, "s") + (offsets * 86400).astype("timedelta64[s]")
+        frames.append(pd.DataFrame({"customer_id": cid, "timestamp": t}))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,126 @@
+"""Training: vmapped == alone, determinism, learning, divergence isolation, resume."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import visit_log
+from jaxlstm import train_all
+from jaxlstm.config import load_config
+from jaxlstm.data.events import validate_events
+from jaxlstm.errors import InputError
+from jaxlstm.synth import make_customers
+from jaxlstm.train import fit, prepare
+
+
+def _params_by_key(prep, result):
+    keys = prep.hist.keys[prep.model_rows]
+    leaves = jax.tree_util.tree_leaves(result.state.best_params)
+    return {k: [leaf[i] for leaf in leaves] for i, k in enumerate(keys)}
+
+
+def test_vmapped_training_equals_training_each_customer_alone(tiny):
+    cfg = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=4, chunk_customers=8))
+    events = validate_events(make_customers(12, seed=3, visits=(6, 40), one_off_share=0.0))
+    prep = prepare(events, cfg)
+    assert len(prep.chunks) == 2  # 12 customers in chunks of 8: a padded chunk too
+    together = _params_by_key(prep, fit(prep, cfg, progress=False))
+    for key, params in together.items():
+        alone_prep = prepare(events[events["customer_id"] == key], cfg)
+        alone = _params_by_key(alone_prep, fit(alone_prep, cfg, progress=False))[key]
+        for a, b in zip(params, alone):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    # and training did move the parameters away from the init (the comparison is not trivial)
+    init = _params_by_key(prep, fit(prep, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=0)), progress=False))
+    assert max(np.abs(a - b).max() for k in together for a, b in zip(together[k], init[k])) > 1e-3
+
+
+def test_same_seed_same_predictions_other_seed_differs(tiny):
+    events = make_customers(30, seed=1, visits=(5, 30))
+    a = train_all(events, tiny, progress=False)
+    b = train_all(events, tiny, progress=False)
+    assert a.equals(b)
+    other = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, seed=7))
+    c = train_all(events, other, progress=False)
+    model = a["model"] == "per_customer"
+    assert not np.allclose(a.loc[model, "predicted_interval_days"], c.loc[model, "predicted_interval_days"])
+
+
+def _cyclic_log(n_customers, cycle, jitter, seed, visits=(25, 50)):
+    rng = np.random.default_rng(seed)
+    gaps = {}
+    for i in range(n_customers):
+        n = int(rng.integers(*visits))
+        gaps[f"c{i}"] = np.resize(np.asarray(cycle, float), n) + rng.uniform(-jitter, jitter, n)
+    return visit_log(gaps)
+
+
+def _holdout_mae(events, cfg, look_back=3):
+    """Train on all but each customer's last visit; MAE of the predicted last interval."""
+    events = events.sort_values(["customer_id", "timestamp"])
+    last = events.groupby("customer_id").tail(1)
+    history = events.drop(last.index)
+    pred = train_all(history, cfg, progress=False).set_index("customer_id")
+    truth = (last.set_index("customer_id")["timestamp"] - pred["last_visit"]).dt.total_seconds() / 86400
+    assert (pred["model"] == "per_customer").all()
+    return float(np.abs(pred["predicted_interval_days"] - truth).mean())
+
+
+def test_learns_a_weekly_customer_within_a_day():
+    cfg = load_config(None, {"train.epochs": 30})
+    mae = _holdout_mae(_cyclic_log(40, [7.0], 0.5, seed=0), cfg)
+    assert mae < 1.0
+
+
+def test_learns_an_alternating_pattern_a_mean_cannot():
+    # gaps 3, 10, 3, 10, ...: always answering the customer's typical gap is off by ~3.5 days
+    events = _cyclic_log(40, [3.0, 10.0], 0.3, seed=1)
+    untrained = _holdout_mae(events, load_config(None, {"train.epochs": 0}))
+    trained = _holdout_mae(events, load_config(None, {"train.epochs": 60}))
+    assert untrained > 2.5
+    assert trained < 1.0
+
+
+def test_a_diverging_customer_changes_no_other(tiny):
+    cfg = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=3, chunk_customers=8))
+    events = validate_events(make_customers(8, seed=5, visits=(8, 30), one_off_share=0.0))
+    clean = prepare(events, cfg)
+    poisoned = prepare(events, cfg)
+    victim = 3
+    poisoned.chunks[0].x_train[victim, 0, 0, 0] = np.nan  # a non-finite input reaches one customer only
+    a, b = fit(clean, cfg, progress=False), fit(poisoned, cfg, progress=False)
+    for la, lb in zip(jax.tree_util.tree_leaves(a.state.params), jax.tree_util.tree_leaves(b.state.params)):
+        others = np.arange(la.shape[0]) != victim
+        assert np.array_equal(la[others], lb[others])  # bit-identical
+        assert np.isfinite(lb[victim]).all()  # rolled back, not NaN
+    assert b.state.diverged.tolist() == [i == victim for i in range(8)]
+    assert not a.state.diverged.any()
+
+
+def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
+    events = make_customers(20, seed=2, visits=(6, 30))
+    four = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=4))
+    two = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=2))
+    straight = train_all(events, four, tmp_path / "straight", progress=False)
+    train_all(events, two, tmp_path / "split", progress=False)
+    resumed = train_all(events, four, tmp_path / "split", resume=True, progress=False)
+    assert resumed.equals(straight)
+    with pytest.raises(InputError, match="other data or another config"):
+        train_all(events.iloc[:-3], four, tmp_path / "split", resume=True, progress=False)
+    with pytest.raises(InputError, match="no checkpoint"):
+        train_all(events, four, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_early_stopping_keeps_the_best_validation_parameters(tiny):
+    cfg = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=12, patience=2, learning_rate=0.05))
+    events = validate_events(make_customers(16, seed=4, visits=(15, 40), one_off_share=0.0))
+    prep = prepare(events, cfg)
+    result = fit(prep, cfg, progress=False)
+    # the kept parameters score exactly the best validation loss recorded for each customer
+    has_val = result.val_n > 0
+    assert has_val.any()
+    np.testing.assert_allclose(result.val_sum[has_val] / result.val_n[has_val], result.state.best_loss[has_val], rtol=1e-5)
+    assert result.state.stopped.any()  # patience 2 with a high learning rate stops someone
+    assert (result.state.best_epoch[result.state.stopped] < 11).all()
