@@ -92,7 +92,9 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     N = hist.n_customers
     row = pd.Index(run.keys).get_indexer(hist.keys)  # -1: not in the run
     known = row >= 0
-    healthy = known & ~np.where(known, run.diverged[np.maximum(row, 0)], False)
+    diverged = np.zeros(N, bool)
+    diverged[known] = run.diverged[row[known]]
+    healthy = known & ~diverged
     use = healthy & windows.has_last
     idx = np.flatnonzero(use)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -17,9 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlstm.config import Config
-from jaxlstm.model import Forecaster, build_model, init_params
-
-_INIT, _DROPOUT = 0, 1  # salts: which stream of a customer's randomness
+from jaxlstm.model import Forecaster, build_model, dropout_scales, init_params, mix32
 
 
 class CustomerState(NamedTuple):
@@ -54,7 +53,7 @@ def customer_key(seed: jax.Array, seed_pair: jax.Array) -> jax.Array:
 
 
 def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair: jax.Array) -> CustomerState:
-    key = jax.random.fold_in(customer_key(seed, seed_pair), _INIT)
+    key = customer_key(seed, seed_pair)
     params = init_params(model, key, config.data.look_back, 1, config.model.forget_bias)
     return CustomerState(
         params=params,
@@ -75,29 +74,49 @@ def window_losses(out: jax.Array, y: jax.Array, n_classes: int) -> jax.Array:
     return (out[:, 0] - y) ** 2
 
 
-def loss_fn(params, model: Forecaster, batch: Batch, n_classes: int, key: jax.Array | None):
-    """Masked mean loss over the real windows of one batch; also returns (sum, count)."""
-    train = key is not None
-    out = model.apply({"params": params}, batch.x, train=train, rngs={"dropout": key} if train else None)
+def dropout_seed(seed_pair: jax.Array, seed: jax.Array, epoch: jax.Array, k: jax.Array) -> jax.Array:
+    """[] uint32 dropout seed of one customer's k-th step of an epoch: a hash chain, no threefry."""
+    h = mix32(seed.astype(jnp.uint32) ^ jnp.uint32(0x2545F491))
+    for part in (seed_pair[0], seed_pair[1], epoch.astype(jnp.uint32), k.astype(jnp.uint32)):
+        h = mix32(h ^ part) * jnp.uint32(0x9E3779B1)
+    return mix32(h)
+
+
+def loss_fn(params, model: Forecaster, batch: Batch, n_classes: int, dropout: jax.Array | None):
+    """Masked mean loss over the real windows of one batch; also returns (sum, count).
+    dropout: the step's dropout multipliers while training (see model.dropout_scales), None to evaluate."""
+    out = model.apply({"params": params}, batch.x, dropout)
     per_window = window_losses(out, batch.y, n_classes) * batch.mask
     n = batch.mask.sum()
     return per_window.sum() / jnp.maximum(n, 1.0), (per_window.sum(), n)
 
 
 def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+    # one fused reduction: compiles ~1 s faster than a per-leaf isfinite; a norm that overflows
+    # float32 (|params| ~ 1e19) counts as diverged too, which it is
+    return jnp.isfinite(optax.global_norm(tree))
 
 
-def train_step(model, tx, n_classes, state: CustomerState, batch: Batch, seed_pair, seed, epoch, k):
-    """One RMSprop step on one minibatch of one customer's windows.
+def step_dropout(model: Forecaster, batch_size: int, seed_pair, seed, epoch, k) -> jax.Array:
+    """[lstm_layers, B, units] dropout multipliers of one customer's k-th step of an epoch.
+
+    Drawn by its own compiled call, not inside train_step: XLA fused into the step, the same hash
+    ran ~8 ms per call instead of ~0.2 ms, doubling the step time (benchmarks/NOTES.md).
+    """
+    return dropout_scales(dropout_seed(seed_pair, seed, epoch, k), model.lstm_layers, batch_size, model.units, model.dropout)
+
+
+def train_step(model, tx, n_classes, state: CustomerState, batch: Batch, drop: jax.Array):
+    """One RMSprop step on one minibatch of one customer's windows, with dropout multipliers
+    `drop` [lstm_layers, B, units] from `step_dropout` (unused when the model has no dropout).
 
     A customer with no real window in the batch, or already stopped, is left exactly as it was
     (optimizer state included), so padding steps are no-ops. A step whose loss or new parameters
     are non-finite is not applied: the customer keeps its last good parameters and is flagged.
     Returns (state, (loss_sum, n_windows)) with the metrics of applied steps only.
     """
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(customer_key(seed, seed_pair), _DROPOUT), epoch), k)
-    (_, (loss_sum, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, n_classes, key)
+    drop = drop if model.dropout > 0 else None
+    (_, (loss_sum, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, n_classes, drop)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     active = (n > 0) & ~state.stopped
@@ -116,7 +135,7 @@ def train_step(model, tx, n_classes, state: CustomerState, batch: Batch, seed_pa
 
 def evaluate(model, n_classes, params, batch: Batch):
     """Deterministic forward pass: (loss_sum, n_windows, outputs [B, K])."""
-    out = model.apply({"params": params}, batch.x, train=False)
+    out = model.apply({"params": params}, batch.x)
     per_window = window_losses(out, batch.y, n_classes) * batch.mask
     return per_window.sum(), batch.mask.sum(), out
 
@@ -142,7 +161,8 @@ class Compiled(NamedTuple):
     """The vmapped, ahead-of-time compiled functions for one (C, B, L) shape."""
 
     init: Callable  # (seed [], seeds [C, 2]) -> CustomerState [C]
-    train: Callable  # (state, x [C,B,L,F], y [C,B], mask [C,B], seeds, seed, epoch, k) -> state, metrics
+    dropout: Callable  # (seeds [C, 2], seed, epoch, k) -> drop [C, layers, B, units]
+    train: Callable  # (state, x [C,B,L,F], y [C,B], mask [C,B], drop) -> state, (loss_sum [C], n [C])
     evaluate: Callable  # (params [C], x, y, mask) -> loss_sum [C], n [C], out [C, B, K]
     end_epoch: Callable  # (state, val_sum [C], val_n [C], epoch) -> state
     seconds: dict[str, float]  # compile time of each
@@ -156,7 +176,7 @@ def stacked_state_shape(config: Config, n: int) -> CustomerState:
     return jax.eval_shape(v_init, jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((n, 2), jnp.uint32))
 
 
-ALL = ("init", "train", "evaluate", "end_epoch")
+ALL = ("init", "dropout", "train", "evaluate", "end_epoch")
 
 
 def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL) -> Compiled:
@@ -184,13 +204,16 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Com
     y = jax.ShapeDtypeStruct((C, B), y_dtype)
     mask = jax.ShapeDtypeStruct((C, B), jnp.float32)
     vec = jax.ShapeDtypeStruct((C,), jnp.float32)
+    drop = jax.ShapeDtypeStruct((C, config.model.lstm_layers, B, config.model.units), jnp.float32)
 
     v_init = jax.vmap(lambda s, p: init_state(model, tx, config, s, p), in_axes=(None, 0))
     state = jax.eval_shape(v_init, seed, seeds)
 
-    def v_train(state, x, y, mask, seeds, seed, epoch, k):
-        step = lambda st, b, sp: train_step(model, tx, K, st, b, sp, seed, epoch, k)
-        return jax.vmap(step)(state, Batch(x, y, mask), seeds)
+    def v_dropout(seeds, seed, epoch, k):
+        return jax.vmap(lambda sp: step_dropout(model, B, sp, seed, epoch, k))(seeds)
+
+    def v_train(state, x, y, mask, drop):
+        return jax.vmap(lambda st, b, d: train_step(model, tx, K, st, b, d))(state, Batch(x, y, mask), drop)
 
     def v_eval(params, x, y, mask):
         return jax.vmap(lambda p, b: evaluate(model, K, p, b))(params, Batch(x, y, mask))
@@ -198,16 +221,28 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Com
     def v_end(state, val_sum, val_n, epoch):
         return jax.vmap(lambda s, a, b: end_epoch(s, a, b, epoch, config.train.patience))(state, val_sum, val_n)
 
-    seconds, out = {}, dict.fromkeys(ALL)
-    for name, fn, args, donate in (
-        ("init", v_init, (seed, seeds), ()),
-        ("train", v_train, (state, x, y, mask, seeds, seed, scalar, scalar), (0,)),
-        ("evaluate", v_eval, (state.params, x, y, mask), ()),
-        ("end_epoch", v_end, (state, vec, vec, scalar), (0,)),
-    ):
-        if name not in only:
-            continue
+    jobs = {
+        "init": (v_init, (seed, seeds), ()),
+        "dropout": (v_dropout, (seeds, seed, scalar, scalar), ()),
+        "train": (v_train, (state, x, y, mask, drop), (0,)),
+        "evaluate": (v_eval, (state.params, x, y, mask), ()),
+        "end_epoch": (v_end, (state, vec, vec, scalar), (0,)),
+    }
+    seconds: dict[str, float] = {}
+
+    def build(name):
+        fn, args, donate = jobs[name]
         t0 = time.perf_counter()
-        out[name] = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+        lowered = jax.jit(fn, donate_argnums=donate).lower(*args)  # tracing holds the GIL: done one by one
+        return name, lowered, t0
+
+    def compile_(item):
+        name, lowered, t0 = item
+        compiled = lowered.compile()  # XLA compiles outside the GIL: the functions compile in parallel
         seconds[name] = time.perf_counter() - t0
+        return name, compiled
+
+    lowered = [build(name) for name in ALL if name in only]
+    with ThreadPoolExecutor(max_workers=len(lowered) or 1) as pool:
+        out = dict.fromkeys(ALL) | dict(pool.map(compile_, lowered))
     return Compiled(**out, seconds=seconds, shape=(C, B))

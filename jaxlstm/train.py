@@ -168,7 +168,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
                 continue
             xs, ys = _shuffled(chunk, t.seed, epoch)
             for k, sl, mask in _batches(chunk.n_train, xs.shape[1], B):
-                st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, chunk.seeds, seed, np.int32(epoch), np.int32(k))
+                drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
+                st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, drop)
                 tr_sum.append(s), tr_n.append(n)
             vs, vn, _ = _validate(compiled, st.params, chunk, B)
             va_sum.append(vs), va_n.append(vn)

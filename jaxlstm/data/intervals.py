@@ -16,7 +16,7 @@ DAY_NS = 86_400 * 10**9
 class Histories:
     """Every customer's visit history; customer i owns intervals[offsets[i]:offsets[i + 1]].
 
-    ids:         [N] original customer ids (sorted by their string form)
+    ids:         [N] original customer ids, sorted
     keys:        [N] str, the ids as text: how runs and predictions match customers
     n_visits:    [N] int64
     last_visit:  [N] datetime64[ns]
@@ -45,22 +45,26 @@ def histories(events: pd.DataFrame, floor_days: bool = False) -> Histories:
     floor_days: whole calendar days between visit dates, as the classic recipe counts
     (two visits on one day give 0); otherwise exact float days.
     """
-    keys = np.asarray(events[ID].astype(str).to_numpy(), dtype=str)
+    try:  # customers in id order: numeric ids numerically, text ids alphabetically
+        codes, uniques = pd.factorize(events[ID], sort=True)
+    except TypeError:  # ids of mixed types: order by their text
+        codes, uniques = pd.factorize(events[ID].astype(str), sort=True)
     times = events[TIME].to_numpy("datetime64[ns]")
-    order = np.lexsort((times, keys))
-    keys, times, ids = keys[order], times[order], events[ID].to_numpy()[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    n_visits = np.diff(np.r_[starts, len(keys)])
+    order = np.lexsort((times, codes))
+    codes, times = codes[order], times[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ids = np.asarray(uniques, dtype=object)[codes[starts]]
+    n_visits = np.diff(np.r_[starts, len(codes)])
     ticks = times.astype("datetime64[D]").astype(np.int64) * DAY_NS if floor_days else times.astype(np.int64)
     gaps = np.diff(ticks).astype(np.float64) / DAY_NS
-    same_customer = np.ones(len(keys), bool)
+    same_customer = np.ones(len(codes), bool)
     same_customer[starts] = False  # the first visit of a customer starts no interval
     intervals = gaps[same_customer[1:]]
     offsets = np.r_[0, np.cumsum(n_visits - 1)].astype(np.int64)
-    last = np.r_[starts[1:], len(keys)] - 1
+    last = np.r_[starts[1:], len(codes)] - 1
     return Histories(
-        ids=ids[starts],
-        keys=keys[starts],
+        ids=ids,
+        keys=np.asarray([str(i) for i in ids], dtype=str),
         n_visits=n_visits.astype(np.int64),
         last_visit=times[last],
         offsets=offsets,

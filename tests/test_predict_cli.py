@@ -1,0 +1,119 @@
+"""Predictions (one row per customer, fallbacks, re-prediction from a saved run) and the CLI."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import EXAMPLE_CSV, ROOT
+from jaxlstm import predict, train_all
+from jaxlstm.data.events import load_events
+from jaxlstm.synth import make_customers
+
+SCRIPTS = ROOT / "scripts"
+COLUMNS = ["customer_id", "n_visits", "last_visit", "predicted_interval_days", "predicted_next_visit", "model", "status"]
+
+
+def test_example_log_every_customer_exactly_once(tiny, tmp_path):
+    raw = pd.read_csv(EXAMPLE_CSV)
+    pred = train_all(raw.rename(columns={"id": "customer_id", "date": "timestamp"}), tiny, tmp_path / "run", progress=False)
+    assert list(pred.columns) == COLUMNS
+    assert len(pred) == raw["id"].nunique() == 5000
+    assert sorted(pred["customer_id"].tolist()) == sorted(raw["id"].unique().tolist())
+    assert pred["predicted_interval_days"].notna().all()
+    assert (pred["predicted_next_visit"] >= pred["last_visit"]).all()
+    visits = raw.groupby("id").size()
+    few = pred.set_index("customer_id")["n_visits"] < 5  # look_back 3 needs 5 visits for one window
+    assert (pred.set_index("customer_id").loc[few, "status"] == "too_few_visits").all()
+    assert pred["customer_id"].tolist() == sorted(visits.index)  # numeric ids in numeric order
+    assert (pred.set_index("customer_id")["n_visits"] == visits).all()
+    one_visit = pred[pred["n_visits"] == 1]
+    assert (one_visit["model"] == "fallback_population_median").all()
+    two_plus = pred[(pred["n_visits"] >= 2) & (pred["status"] != "ok")]
+    assert (two_plus["model"] == "fallback_customer_median").all()
+    assert (pred["model"] == "per_customer").sum() > 0
+
+
+def test_fallback_values():
+    events = pd.DataFrame({
+        "customer_id": ["once", "twice", "twice", "thrice", "thrice", "thrice"],
+        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-05", "2024-01-01", "2024-01-03", "2024-01-13"]),
+    })
+    pred = train_all(events, progress=False).set_index("customer_id")
+    assert pred.loc["twice", "predicted_interval_days"] == 4.0
+    assert pred.loc["thrice", "predicted_interval_days"] == 6.0  # median of 2 and 10
+    assert pred.loc["once", "predicted_interval_days"] == 4.0  # median of all intervals 4, 2, 10
+    assert pred.loc["twice", "predicted_next_visit"] == pd.Timestamp("2024-01-09")
+    assert set(pred["status"]) == {"too_few_visits"}
+
+
+def test_predict_from_a_saved_run_reproduces_and_handles_new_customers(tiny, tmp_path):
+    events = make_customers(40, seed=8, visits=(5, 30))
+    trained = train_all(events, tiny, tmp_path / "run", progress=False)
+    again = predict(tmp_path / "run", events)
+    pd.testing.assert_frame_equal(again, trained)
+    newcomer = make_customers(3, seed=9, visits=(10, 12), one_off_share=0.0)
+    newcomer["customer_id"] = ["new1", "new2", "new3"][: 1] * len(newcomer[newcomer.customer_id == "c000000"]) + \
+        ["new2"] * int((newcomer.customer_id != "c000000").sum())
+    mixed = pd.concat([events, newcomer], ignore_index=True)
+    pred = predict(tmp_path / "run", mixed).set_index("customer_id")
+    assert len(pred) == 42
+    assert (pred.loc[["new1", "new2"], "status"] == "unknown_customer").all()
+    assert (pred.loc[["new1", "new2"], "model"] == "fallback_customer_median").all()
+
+
+def test_classification_head_gives_probabilities(tiny):
+    cfg = tiny.__class__(data=tiny.data.__class__(bins=(5.0, 15.0)), model=tiny.model, train=tiny.train)
+    pred = train_all(make_customers(20, seed=4, visits=(8, 30)), cfg, progress=False)
+    probs = pred[[f"p_bin_{k}" for k in range(3)]].to_numpy()
+    ok = pred["model"] == "per_customer"
+    assert ok.any()
+    np.testing.assert_allclose(probs[ok].sum(1), 1.0, rtol=1e-5)
+    assert (pred.loc[ok, "predicted_bin"] == probs[ok].argmax(1)).all()
+    assert set(pred.loc[ok, "predicted_interval_days"]) <= {2.5, 10.0, 20.0}  # bin midpoints
+
+
+def _run(*args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_end_to_end(tmp_path):
+    data = tmp_path / "visits.parquet"
+    r = _run(SCRIPTS / "make_customers.py", "--n", 25, "--visits", 5, 30, "--out", data, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "tiny"
+    r = _run(SCRIPTS / "train_all.py", "--customers", data, "--config", ROOT / "configs" / "tiny.toml", "--out", run,
+             "--epochs", 2, "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "25 customers" in r.stdout
+    trained = pd.read_parquet(run / "predictions.parquet")
+    assert len(trained) == 25
+    for name in ("metrics.json", "customer_metrics.parquet", "config.toml", "checkpoints"):
+        assert (run / name).exists()
+    r = _run(SCRIPTS / "predict.py", "--run", run, "--customers", data, "--out", tmp_path / "p.parquet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "p.parquet"), trained)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--customers", "missing.parquet"], "error: missing.parquet: file not found"),
+    (["--customers", str(EXAMPLE_CSV)], "missing column 'customer_id'"),
+    (["--customers", str(EXAMPLE_CSV), "--id-col", "id", "--time-col", "date", "--epochs", "-1"], "train.epochs must be >= 0"),
+    (["--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
+    (["--config", "nowhere.toml"], "config file not found: nowhere.toml"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
+    r = _run(SCRIPTS / "train_all.py", *args, "--out", tmp_path / "run", "--quiet", cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_cli_predict_without_a_run_is_exit_2(tmp_path):
+    r = _run(SCRIPTS / "predict.py", "--run", tmp_path / "nope", "--customers", EXAMPLE_CSV, "--out", tmp_path / "p.parquet", cwd=tmp_path)
+    assert r.returncode == 2 and "no such run folder" in r.stderr and "Traceback" not in r.stderr
