@@ -77,16 +77,20 @@ def _batches(n: np.ndarray, width: int, B: int):
         yield k, slice(k * B, (k + 1) * B), mask
 
 
-def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int):
-    """Per-customer validation (loss_sum [C], n [C], outputs [C, Wv, K]) with `params`."""
+def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int, outputs: bool = False):
+    """Per-customer validation with `params`: (loss_sum [C], n [C]) as device arrays, plus the
+    outputs [C, Wv, K] (numpy) when asked; fetching them waits for the device, so training doesn't."""
     sums, ns, outs = [], [], []
     for _, sl, mask in _batches(chunk.n_val, chunk.x_val.shape[1], B):
         s, n, out = compiled.evaluate(params, chunk.x_val[:, sl], chunk.y_val[:, sl], mask)
         sums.append(s), ns.append(n), outs.append(out)
-    if not sums:
-        C = len(chunk.rows)
-        return np.zeros(C, np.float32), np.zeros(C, np.float32), np.zeros((C, 0, 1), np.float32)
-    return sum(sums), sum(ns), np.concatenate([np.asarray(o) for o in outs], axis=1)
+    C = len(chunk.rows)
+    zero = np.zeros(C, np.float32)
+    result = (sum(sums) if sums else zero, sum(ns) if ns else zero)
+    if outputs:
+        K = compiled.evaluate.out_info[2].shape[-1]
+        result += (np.concatenate([np.asarray(o) for o in outs], axis=1) if outs else np.zeros((C, 0, K), np.float32),)
+    return result
 
 
 def _gather(states: list, chunks: list[batching.Chunk]) -> Any:
@@ -159,21 +163,23 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     history: list[dict[str, float]] = []
     n_model = len(keys)
     t0 = time.perf_counter()
+    done = [bool(np.asarray(st.stopped).all()) for st in states]
     bar = tqdm(range(start, t.epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         tr_sum, tr_n, va_sum, va_n = [], [], [], []
         for ci, chunk in enumerate(chunks):
             st = states[ci]
-            if bool(np.asarray(st.stopped).all()):
+            if done[ci]:
                 continue
             xs, ys = _shuffled(chunk, t.seed, epoch)
             for k, sl, mask in _batches(chunk.n_train, xs.shape[1], B):
                 drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
                 st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, drop)
                 tr_sum.append(s), tr_n.append(n)
-            vs, vn, _ = _validate(compiled, st.params, chunk, B)
+            vs, vn = _validate(compiled, st.params, chunk, B)
             va_sum.append(vs), va_n.append(vn)
             states[ci] = compiled.end_epoch(st, vs, vn, np.int32(epoch))
+        done = [bool(np.asarray(st.stopped).all()) for st in states]  # one wait per epoch, not per chunk
         row = {
             "epoch": epoch + 1,
             "train_loss": float(sum(np.asarray(x).sum() for x in tr_sum) / max(sum(np.asarray(x).sum() for x in tr_n), 1)),
@@ -195,7 +201,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     # validation metrics of the parameters each customer keeps
     val_sum, val_n, val_err = [], [], []
     for st, chunk in zip(states, chunks):
-        s, n, out = _validate(compiled, st.best_params, chunk, B)
+        s, n, out = _validate(compiled, st.best_params, chunk, B, outputs=True)
         val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
         val_err.append(_val_error(out, chunk, config)[chunk.real])
     return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, t.epochs - start,
