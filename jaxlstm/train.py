@@ -188,7 +188,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         }
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
-                        cust_s=f"{n_model * len(history) / max(row['seconds'], 1e-9):,.0f}")
+                        customer_epochs_s=f"{n_model * len(history) / max(row['seconds'], 1e-9):,.0f}")
         if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
             checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), meta)
     jax.block_until_ready(states)
@@ -242,6 +242,7 @@ def train_all(
     *,
     resume: bool = False,
     progress: bool = True,
+    source: str = "<DataFrame>",
 ) -> pd.DataFrame:
     """Train one next-visit model per customer, all at once, and predict each customer's next visit.
 
@@ -253,6 +254,7 @@ def train_all(
         config.toml and checkpoints/ (None: write nothing, no checkpoints).
       resume: continue from the latest checkpoint in out_dir (same data and config required).
       progress: show a progress bar on stderr.
+      source: the name bad-input errors give the table (e.g. its file name).
     Returns:
       the predictions table: exactly one row per customer in `events` (see DESIGN.md).
     """
@@ -260,7 +262,7 @@ def train_all(
     if config.train.compilation_cache:
         enable_compilation_cache()
     t_start = time.perf_counter()
-    events = validate_events(events, config.data.id_col, config.data.time_col)
+    events = validate_events(events, config.data.id_col, config.data.time_col, source=source)
     prep = prepare(events, config)
     t_prep = time.perf_counter() - t_start
     out = Path(out_dir) if out_dir is not None else None

@@ -32,7 +32,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse(argv)
-    from jaxlstm import load_config, load_events, make_customers, train_all
+    from jaxlstm import load_config, make_customers, train_all
+    from jaxlstm.data.events import read_table
     from jaxlstm.errors import InputError
 
     overrides = {}
@@ -49,14 +50,13 @@ def main(argv=None) -> None:
         raise InputError("--resume needs --out: the run folder to continue")
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     if args.customers:
-        events = load_events(args.customers, config.data.id_col, config.data.time_col)
-        source = args.customers
+        events, source = read_table(args.customers), args.customers
     else:
         events = make_customers(args.sample_customers, seed=config.train.seed)
         events = events.rename(columns={"customer_id": config.data.id_col, "timestamp": config.data.time_col})
-        source = f"a generated sample of {args.sample_customers} customers"
-    print(f"training on {source}: {len(events):,} visits -> {out}", file=sys.stderr)
-    predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet)
+        source = f"generated sample of {args.sample_customers} customers"
+    print(f"training on {source}: {len(events):,} rows -> {out}", file=sys.stderr)
+    predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet, source=source)
     with open(f"{out}/metrics.json") as f:
         m = json.load(f)
     error = "val_error_rate" if config.n_classes else "val_mae_days"

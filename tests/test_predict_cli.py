@@ -99,6 +99,20 @@ def test_cli_end_to_end(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "p.parquet"), trained)
 
 
+def test_cli_on_the_example_log_with_renamed_columns(tmp_path):
+    run = tmp_path / "run"
+    r = _run(SCRIPTS / "train_all.py", "--customers", EXAMPLE_CSV, "--id-col", "id", "--time-col", "date",
+             "--config", ROOT / "configs" / "tiny.toml", "--epochs", 1, "--out", run, "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert len(pred) == pred["customer_id"].nunique() == 5000
+    r = _run(SCRIPTS / "predict.py", "--run", run, "--customers", EXAMPLE_CSV, "--out", tmp_path / "p.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = pd.read_csv(tmp_path / "p.csv")
+    assert len(again) == 5000
+    np.testing.assert_allclose(again["predicted_interval_days"], pred["predicted_interval_days"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--customers", "missing.parquet"], "error: missing.parquet: file not found"),
     (["--customers", str(EXAMPLE_CSV)], "missing column 'customer_id'"),
