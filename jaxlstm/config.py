@@ -35,6 +35,7 @@ class ModelConfig:
     dense: tuple[int, ...] = (8,)  # hidden dense layers before the output layer
     dense_activation: str = "relu"
     forget_bias: float = 1.0  # added to the forget-gate bias at init, as Keras does
+    loss: str = "mse"  # regression loss on log1p days: "mse" or "mae" (with bins: cross-entropy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @property
+    def loss(self) -> str:
+        """The training loss: cross_entropy when binning, else model.loss."""
+        return "cross_entropy" if self.data.bins else self.model.loss
 
     @property
     def n_classes(self) -> int:
@@ -161,6 +167,7 @@ def validate(config: Config) -> None:
         (all(n >= 1 for n in m.dense), f"model.dense sizes must be >= 1, got {list(m.dense)}"),
         (m.lstm_activation in ACTIVATIONS, f"model.lstm_activation must be one of {sorted(ACTIVATIONS)}"),
         (m.dense_activation in ACTIVATIONS, f"model.dense_activation must be one of {sorted(ACTIVATIONS)}"),
+        (m.loss in ("mse", "mae"), f"model.loss must be 'mse' or 'mae', got '{m.loss}'"),
         (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),

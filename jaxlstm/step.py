@@ -67,11 +67,13 @@ def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair
     )
 
 
-def window_losses(out: jax.Array, y: jax.Array, n_classes: int) -> jax.Array:
-    """[B] loss per window: squared error on the (log-space) regression target, or cross-entropy."""
-    if n_classes:
+def window_losses(out: jax.Array, y: jax.Array, loss: str) -> jax.Array:
+    """[B] loss per window: cross-entropy over classes, or squared / absolute error on the log-space
+    regression target."""
+    if loss == "cross_entropy":
         return optax.softmax_cross_entropy_with_integer_labels(out, y)
-    return (out[:, 0] - y) ** 2
+    err = out[:, 0] - y
+    return jnp.abs(err) if loss == "mae" else err**2
 
 
 def dropout_seed(seed_pair: jax.Array, seed: jax.Array, epoch: jax.Array, k: jax.Array) -> jax.Array:
@@ -82,11 +84,11 @@ def dropout_seed(seed_pair: jax.Array, seed: jax.Array, epoch: jax.Array, k: jax
     return mix32(h)
 
 
-def loss_fn(params, model: Forecaster, batch: Batch, n_classes: int, dropout: jax.Array | None):
+def loss_fn(params, model: Forecaster, batch: Batch, loss: str, dropout: jax.Array | None):
     """Masked mean loss over the real windows of one batch; also returns (sum, count).
     dropout: the step's dropout multipliers while training (see model.dropout_scales), None to evaluate."""
     out = model.apply({"params": params}, batch.x, dropout)
-    per_window = window_losses(out, batch.y, n_classes) * batch.mask
+    per_window = window_losses(out, batch.y, loss) * batch.mask
     n = batch.mask.sum()
     return per_window.sum() / jnp.maximum(n, 1.0), (per_window.sum(), n)
 
@@ -106,7 +108,7 @@ def step_dropout(model: Forecaster, batch_size: int, seed_pair, seed, epoch, k) 
     return dropout_scales(dropout_seed(seed_pair, seed, epoch, k), model.lstm_layers, batch_size, model.units, model.dropout)
 
 
-def train_step(model, tx, n_classes, state: CustomerState, batch: Batch, drop: jax.Array):
+def train_step(model, tx, loss: str, state: CustomerState, batch: Batch, drop: jax.Array):
     """One RMSprop step on one minibatch of one customer's windows, with dropout multipliers
     `drop` [lstm_layers, B, units] from `step_dropout` (unused when the model has no dropout).
 
@@ -116,7 +118,7 @@ def train_step(model, tx, n_classes, state: CustomerState, batch: Batch, drop: j
     Returns (state, (loss_sum, n_windows)) with the metrics of applied steps only.
     """
     drop = drop if model.dropout > 0 else None
-    (_, (loss_sum, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, n_classes, drop)
+    (_, (loss_sum, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, loss, drop)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     active = (n > 0) & ~state.stopped
@@ -133,10 +135,10 @@ def train_step(model, tx, n_classes, state: CustomerState, batch: Batch, drop: j
     return state, (jnp.where(take, loss_sum, 0.0), jnp.where(take, n, 0.0))
 
 
-def evaluate(model, n_classes, params, batch: Batch):
+def evaluate(model, loss: str, params, batch: Batch):
     """Deterministic forward pass: (loss_sum, n_windows, outputs [B, K])."""
     out = model.apply({"params": params}, batch.x)
-    per_window = window_losses(out, batch.y, n_classes) * batch.mask
+    per_window = window_losses(out, batch.y, loss) * batch.mask
     return per_window.sum(), batch.mask.sum(), out
 
 
@@ -194,7 +196,7 @@ def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL) -
 
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
 def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Compiled:
-    model, tx, K = build_model(config), optimizer(config), config.n_classes
+    model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
     L, F = config.data.look_back, 1
     y_dtype = jnp.int32 if K else jnp.float32
     seed = jax.ShapeDtypeStruct((), jnp.int32)
@@ -213,10 +215,10 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Com
         return jax.vmap(lambda sp: step_dropout(model, B, sp, seed, epoch, k))(seeds)
 
     def v_train(state, x, y, mask, drop):
-        return jax.vmap(lambda st, b, d: train_step(model, tx, K, st, b, d))(state, Batch(x, y, mask), drop)
+        return jax.vmap(lambda st, b, d: train_step(model, tx, loss, st, b, d))(state, Batch(x, y, mask), drop)
 
     def v_eval(params, x, y, mask):
-        return jax.vmap(lambda p, b: evaluate(model, K, p, b))(params, Batch(x, y, mask))
+        return jax.vmap(lambda p, b: evaluate(model, loss, p, b))(params, Batch(x, y, mask))
 
     def v_end(state, val_sum, val_n, epoch):
         return jax.vmap(lambda s, a, b: end_epoch(s, a, b, epoch, config.train.patience))(state, val_sum, val_n)

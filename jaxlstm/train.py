@@ -146,7 +146,13 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     print_ = tqdm.write if progress else (lambda *_: None)
 
     fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
-    meta = {"config": config.to_dict(), "customer_ids": keys.tolist(), "fingerprint": fp}
+    meta = {
+        "config": config.to_dict(),
+        "customer_ids": keys.tolist(),
+        "fingerprint": fp,
+        # all randomness is counter-based, a pure function of these: nothing else to carry
+        "rng": {"seed": t.seed, "streams": "hash(seed, customer id) -> init key; hash(seed, id, epoch, step) -> dropout, order"},
+    }
     start = 0
     mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
     if resume:

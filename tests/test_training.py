@@ -124,3 +124,16 @@ def test_early_stopping_keeps_the_best_validation_parameters(tiny):
     np.testing.assert_allclose(result.val_sum[has_val] / result.val_n[has_val], result.state.best_loss[has_val], rtol=1e-5)
     assert result.state.stopped.any()  # patience 2 with a high learning rate stops someone
     assert (result.state.best_epoch[result.state.stopped] < 11).all()
+
+
+def test_window_losses_match_closed_forms():
+    import jax.numpy as jnp
+
+    from jaxlstm.step import window_losses
+
+    out = jnp.array([[1.0], [-2.0]])
+    y = jnp.array([0.5, 1.0])
+    np.testing.assert_allclose(window_losses(out, y, "mse"), [0.25, 9.0])
+    np.testing.assert_allclose(window_losses(out, y, "mae"), [0.5, 3.0])
+    logits = jnp.array([[0.0, np.log(3.0)]])
+    np.testing.assert_allclose(window_losses(logits, jnp.array([1]), "cross_entropy"), [-np.log(0.75)], rtol=1e-6)
