@@ -35,6 +35,7 @@ class ModelConfig:
     dense: tuple[int, ...] = (8,)  # hidden dense layers before the output layer
     dense_activation: str = "relu"
     forget_bias: float = 1.0  # added to the forget-gate bias at init, as Keras does
+    cell: str = "fused"  # "fused": Flax's cell parameters, gates as one matmul (faster); "flax": nn.RNN
     loss: str = "mse"  # regression loss on log1p days: "mse" or "mae" (with bins: cross-entropy)
 
 
@@ -167,6 +168,7 @@ def validate(config: Config) -> None:
         (all(n >= 1 for n in m.dense), f"model.dense sizes must be >= 1, got {list(m.dense)}"),
         (m.lstm_activation in ACTIVATIONS, f"model.lstm_activation must be one of {sorted(ACTIVATIONS)}"),
         (m.dense_activation in ACTIVATIONS, f"model.dense_activation must be one of {sorted(ACTIVATIONS)}"),
+        (m.cell in ("fused", "flax"), f"model.cell must be 'fused' or 'flax', got '{m.cell}'"),
         (m.loss in ("mse", "mae"), f"model.loss must be 'mse' or 'mae', got '{m.loss}'"),
         (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),

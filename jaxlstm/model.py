@@ -51,6 +51,7 @@ class Forecaster(nn.Module):
     dense: tuple[int, ...]
     dense_activation: str
     n_out: int
+    fused: bool = True  # forward() computes each layer's gates as one matmul (same parameters)
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout: jax.Array | None = None) -> jax.Array:
@@ -78,7 +79,48 @@ def build_model(config: Config) -> Forecaster:
         dense=tuple(m.dense),
         dense_activation=m.dense_activation,
         n_out=config.n_classes or 1,
+        fused=m.cell == "fused",
     )
+
+
+_GATES = ("i", "f", "g", "o")  # OptimizedLSTMCell's gate order: input, forget, cell, output
+
+
+def forward(model: Forecaster, params, x: jax.Array, dropout: jax.Array | None = None) -> jax.Array:
+    """`model.apply` for one customer's windows x [B, L, F] -> [B, K].
+
+    With `model.fused` the same function is computed from the same Flax OptimizedLSTMCell
+    parameters, but each layer's four input and four recurrent gate kernels are stacked into one
+    [I + H, 4H] matrix, so a time step is one matmul of [x_t, h] instead of eight small ones: the
+    vmapped train step runs ~20% faster on CPU (benchmarks/NOTES.md). Tested equal to the Flax cell.
+    """
+    if not model.fused:
+        return model.apply({"params": params}, x, dropout)
+    act = _ACT[model.lstm_activation]
+    H, h_seq = model.units, x
+    for i in range(model.lstm_layers):
+        p = params[f"lstm_{i}"]
+        kernel = jnp.concatenate(
+            [jnp.concatenate([p[f"i{g}"]["kernel"] for g in _GATES], axis=1),  # [I, 4H]
+             jnp.concatenate([p[f"h{g}"]["kernel"] for g in _GATES], axis=1)],  # [H, 4H]
+            axis=0,
+        )
+        bias = jnp.concatenate([p[f"h{g}"]["bias"] for g in _GATES])
+        c = h = jnp.zeros(x.shape[:1] + (H,), x.dtype)
+        outs = []
+        for t in range(x.shape[1]):
+            z = jnp.concatenate([h_seq[:, t], h], axis=-1) @ kernel + bias
+            c = nn.sigmoid(z[:, H : 2 * H]) * c + nn.sigmoid(z[:, :H]) * act(z[:, 2 * H : 3 * H])
+            h = nn.sigmoid(z[:, 3 * H :]) * act(c)
+            outs.append(h)
+        h_seq = h if i == model.lstm_layers - 1 else jnp.stack(outs, axis=1)
+        if dropout is not None:
+            h_seq = h_seq * (dropout[i][:, None, :] if h_seq.ndim == 3 else dropout[i])
+    out = h_seq
+    for j in range(len(model.dense)):
+        d = params[f"dense_{j}"]
+        out = _ACT[model.dense_activation](out @ d["kernel"] + d["bias"])
+    return out @ params["head"]["kernel"] + params["head"]["bias"]
 
 
 def init_params(model: Forecaster, key: jax.Array, look_back: int, n_features: int, forget_bias: float):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlstm.config import Config
-from jaxlstm.model import Forecaster, build_model, dropout_scales, init_params, mix32
+from jaxlstm.model import Forecaster, build_model, dropout_scales, forward, init_params, mix32
 
 
 class CustomerState(NamedTuple):
@@ -87,7 +87,7 @@ def dropout_seed(seed_pair: jax.Array, seed: jax.Array, epoch: jax.Array, k: jax
 def loss_fn(params, model: Forecaster, batch: Batch, loss: str, dropout: jax.Array | None):
     """Masked mean loss over the real windows of one batch; also returns (sum, count).
     dropout: the step's dropout multipliers while training (see model.dropout_scales), None to evaluate."""
-    out = model.apply({"params": params}, batch.x, dropout)
+    out = forward(model, params, batch.x, dropout)
     per_window = window_losses(out, batch.y, loss) * batch.mask
     n = batch.mask.sum()
     return per_window.sum() / jnp.maximum(n, 1.0), (per_window.sum(), n)
@@ -137,7 +137,7 @@ def train_step(model, tx, loss: str, state: CustomerState, batch: Batch, drop: j
 
 def evaluate(model, loss: str, params, batch: Batch):
     """Deterministic forward pass: (loss_sum, n_windows, outputs [B, K])."""
-    out = model.apply({"params": params}, batch.x)
+    out = forward(model, params, batch.x)
     per_window = window_losses(out, batch.y, loss) * batch.mask
     return per_window.sum(), batch.mask.sum(), out
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from jaxlstm.data.windows import Windows, decode, make_windows
 from jaxlstm.errors import InputError
 from jaxlstm.predict import RunModel, checkpoint_tree, predict_frame
 from jaxlstm.step import Compiled, CustomerState, compile_steps
+
+
+CPU_MAX_CHUNK = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +60,11 @@ def prepare(events: pd.DataFrame, config: Config) -> Prepared:
     center = batching.centers(windows, is_val)
     rows = np.flatnonzero(windows.counts > 0)
     C = max(1, min(t.chunk_customers, len(rows)))
+    if C > CPU_MAX_CHUNK and jax.default_backend() == "cpu":
+        # PERF.md: on XLA:CPU a call drawing threefry numbers (our vmapped init) for more than 256
+        # customers can block forever; larger chunks bring no speed there either
+        warnings.warn(f"train.chunk_customers={t.chunk_customers} > {CPU_MAX_CHUNK} on CPU: using {CPU_MAX_CHUNK}", stacklevel=2)
+        C = CPU_MAX_CHUNK
     chunks = batching.pack_chunks(windows, is_val, center, seeds, rows, C, t.batch_size, d.bins)
     return Prepared(hist, windows, is_val, center, seeds, chunks)
 
