@@ -92,8 +92,6 @@ def keras_seconds_per_customer(events, config, sample: int) -> float:
         import keras
     except ImportError:
         raise SystemExit("--with-keras needs TensorFlow: pip install -e '.[bench]'") from None
-    import numpy as np
-
     from jaxlstm.train import prepare
 
     m, t = config.model, config.train
@@ -124,7 +122,6 @@ def keras_seconds_per_customer(events, config, sample: int) -> float:
 def run(customers: int, epochs: int, visits=(20, 120), hidden: int = 8, config_path: str | None = None,
         cache: bool = True, loop_sample: int = 100, keras_sample: int = 0, seed: int = 0) -> dict:
     import jax
-    import numpy as np
 
     from jaxlstm import load_config, make_customers, train_all
     from jaxlstm.flops import train_flops

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import EXAMPLE_CSV, ROOT
 from jaxlstm import predict, train_all
-from jaxlstm.data.events import load_events
 from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
