@@ -94,10 +94,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = p.parse_args(argv)
     plan = [(n, args.hidden[0]) for n in args.customers] + [(args.hidden_customers, h) for h in args.hidden[1:]]
-    points = [point(n, h, args.epochs, tuple(args.visits), args.loop_sample) for n, h in plan]
-    with open(HERE / "results.jsonl", "a") as f:
-        for r in points:
-            f.write(json.dumps(r) + "\n")
+    points = []
+    for n, h in plan:
+        points.append(point(n, h, args.epochs, tuple(args.visits), args.loop_sample))
+        with open(HERE / "results.jsonl", "a") as f:  # each point as it finishes: a long sweep can be cut short
+            f.write(json.dumps(points[-1]) + "\n")
     plot = HERE / "customers_per_s.png"
     write_report(points, Path(args.out), plot if draw(points, plot) else None)
     print(Path(args.out).read_text())

@@ -48,7 +48,7 @@ class TrainConfig:
     rmsprop_eps: float = 1e-7  # Keras's value (optax's default is 1e-8)
     patience: int = 15  # epochs without validation improvement before a customer stops; 0 = never
     seed: int = 0
-    chunk_customers: int = 256  # customers per compiled call (see PERF.md: <= 256 on CPU)
+    chunk_customers: int = 256  # customers per compiled call (256 was fastest on a 2-core CPU)
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
 

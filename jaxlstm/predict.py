@@ -15,7 +15,7 @@ import pandas as pd
 from jaxlstm import checkpoint
 from jaxlstm.config import Config, from_dict
 from jaxlstm.data.batching import model_inputs
-from jaxlstm.data.events import validate_events
+from jaxlstm.data.events import Checked, check_events
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
@@ -24,7 +24,7 @@ from jaxlstm.step import Compiled, CustomerState, compile_steps, stacked_state_s
 # `model` column values
 PER_CUSTOMER, FALLBACK_OWN, FALLBACK_POP = "per_customer", "fallback_customer_median", "fallback_population_median"
 # `status` column values
-OK, TOO_FEW, UNKNOWN, DIVERGED = "ok", "too_few_visits", "unknown_customer", "diverged"
+OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED = "ok", "too_few_visits", "unknown_customer", "diverged", "all_rows_rejected"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +65,12 @@ def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dic
 def _forward(run: RunModel, rows: np.ndarray, x_days: np.ndarray, compiled: Compiled | None) -> np.ndarray:
     """Model outputs [n, K] for run customers `rows` on windows x_days [n, L] (days)."""
     cfg = run.config
+    if len(rows) == 0:
+        return np.zeros((0, cfg.n_classes or 1), np.float32)
     if compiled is None:
         compiled = compile_steps(cfg, max(1, min(cfg.train.chunk_customers, len(rows))), cfg.train.batch_size, only=("evaluate",))
     C, B = compiled.shape
-    L, K = cfg.data.look_back, cfg.n_classes or 1
-    if len(rows) == 0:
-        return np.zeros((0, K), np.float32)
+    L = cfg.data.look_back
     pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
     rows, x_days = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x_days, np.repeat(x_days[:1], pad, 0)])
     y, mask = np.zeros((C, B), np.int32 if cfg.n_classes else np.float32), np.zeros((C, B), np.float32)
@@ -136,15 +136,32 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     return frame
 
 
+def add_orphans(frame: pd.DataFrame, orphans: np.ndarray) -> pd.DataFrame:
+    """Append a row without a prediction for each customer all of whose rows were rejected."""
+    if len(orphans) == 0:
+        return frame
+    extra = pd.DataFrame({"customer_id": orphans, "n_visits": 0, "model": "none", "status": REJECTED})
+    out = pd.concat([frame, extra.astype({"n_visits": frame["n_visits"].dtype})], ignore_index=True)
+    return out[frame.columns]
+
+
+def predict_checked(run: RunModel, checked: Checked) -> pd.DataFrame:
+    """Predict every customer of a checked visit log (see `events.check_events`), including those
+    all of whose rows were rejected (status "all_rows_rejected")."""
+    d = run.config.data
+    hist = histories(checked.events, floor_days=d.floor_days)
+    return add_orphans(predict_frame(run, hist, make_windows(hist, d.look_back)), checked.orphans)
+
+
 def predict(
-    run_dir: str | Path, events: pd.DataFrame, id_col: str | None = None, time_col: str | None = None, source: str = "<DataFrame>"
+    run_dir: str | Path, events: pd.DataFrame, id_col: str | None = None, time_col: str | None = None,
+    source: str = "<DataFrame>", as_of: str | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Predict every customer of `events` (a visit table) with the models of a saved run.
 
     Columns are the run's `data.id_col` / `data.time_col` unless given. Returns one row per customer.
+    A bad row raises InputError (to set bad rows aside, use `check_events` + `predict_checked`).
     """
     run = load_run(run_dir)
     d = run.config.data
-    events = validate_events(events, id_col or d.id_col, time_col or d.time_col, source=source)
-    hist = histories(events, floor_days=d.floor_days)
-    return predict_frame(run, hist, make_windows(hist, d.look_back))
+    return predict_checked(run, check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of))

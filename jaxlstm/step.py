@@ -208,7 +208,13 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Com
     vec = jax.ShapeDtypeStruct((C,), jnp.float32)
     drop = jax.ShapeDtypeStruct((C, config.model.lstm_layers, B, config.model.units), jnp.float32)
 
-    v_init = jax.vmap(lambda s, p: init_state(model, tx, config, s, p), in_axes=(None, 0))
+    def v_init(seed, seeds):
+        # lax.map, not vmap: a vmapped orthogonal init is one batched QR, and XLA:CPU's batched
+        # LAPACK kernel can deadlock its own thread pool on a 2-core machine (seen at 256
+        # customers x 16 units: all threads parked in ParallelBatchMap). One QR at a time is safe,
+        # and init runs once per chunk.
+        return jax.lax.map(lambda p: init_state(model, tx, config, seed, p), seeds)
+
     state = jax.eval_shape(v_init, seed, seeds)
 
     def v_dropout(seeds, seed, epoch, k):

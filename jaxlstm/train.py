@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,12 @@ from tqdm.auto import tqdm
 from jaxlstm import checkpoint
 from jaxlstm.config import Config
 from jaxlstm.data import batching
-from jaxlstm.data.events import validate_events
+from jaxlstm.data.events import check_events
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, decode, make_windows
 from jaxlstm.errors import InputError
-from jaxlstm.predict import RunModel, checkpoint_tree, predict_frame
+from jaxlstm.predict import RunModel, add_orphans, checkpoint_tree, predict_frame
 from jaxlstm.step import Compiled, CustomerState, compile_steps
-
-
-CPU_MAX_CHUNK = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +57,6 @@ def prepare(events: pd.DataFrame, config: Config) -> Prepared:
     center = batching.centers(windows, is_val)
     rows = np.flatnonzero(windows.counts > 0)
     C = max(1, min(t.chunk_customers, len(rows)))
-    if C > CPU_MAX_CHUNK and jax.default_backend() == "cpu":
-        # PERF.md: on XLA:CPU a call drawing threefry numbers (our vmapped init) for more than 256
-        # customers can block forever; larger chunks bring no speed there either
-        warnings.warn(f"train.chunk_customers={t.chunk_customers} > {CPU_MAX_CHUNK} on CPU: using {CPU_MAX_CHUNK}", stacklevel=2)
-        C = CPU_MAX_CHUNK
     chunks = batching.pack_chunks(windows, is_val, center, seeds, rows, C, t.batch_size, d.bins)
     return Prepared(hist, windows, is_val, center, seeds, chunks)
 
@@ -152,7 +144,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
     seed = np.int32(t.seed)
     states = [compiled.init(seed, c.seeds) for c in chunks]
-    print_ = tqdm.write if progress else (lambda *_: None)
+    print_ = _say if progress else (lambda *_: None)
 
     fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
     meta = {
@@ -164,18 +156,17 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     }
     start = 0
     mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
-    if resume:
-        found = checkpoint.read_meta(ckpt_dir) if ckpt_dir is not None else None
-        if found is None:
-            raise InputError(f"--resume: no checkpoint found in {ckpt_dir}")
+    found = checkpoint.read_meta(ckpt_dir) if resume and ckpt_dir is not None else None
+    if resume and found is None:  # killed before the first checkpoint: nothing to keep
+        print_(f"no checkpoint in {ckpt_dir} yet: starting from epoch 0")
+    elif resume:
         start, saved = found
         if saved["fingerprint"] != fp:
             raise InputError(f"--resume: {ckpt_dir} was trained on other data or another config; start a new run or drop --resume")
         restored = checkpoint.restore(ckpt_dir, start, checkpoint_tree(_gather(states, chunks), center, 0))
         states = _scatter(CustomerState(**restored["customers"]), states, chunks)
         print_(f"resumed from {ckpt_dir} after epoch {start}")
-
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = list(found[1].get("history", [])) if resume and found else []
     n_model = len(keys)
     t0 = time.perf_counter()
     done = [bool(np.asarray(st.stopped).all()) for st in states]
@@ -203,9 +194,9 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         }
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
-                        customer_epochs_s=f"{n_model * len(history) / max(row['seconds'], 1e-9):,.0f}")
+                        customer_epochs_s=f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}")
         if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
-            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), meta)
+            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), {**meta, "history": history})
     jax.block_until_ready(states)
     seconds = time.perf_counter() - t0
     if mngr is not None:
@@ -236,6 +227,10 @@ def _val_error(out: np.ndarray, chunk: batching.Chunk, config: Config) -> np.nda
         return np.where(mask, err, 0).sum(1) / np.where(chunk.n_val > 0, chunk.n_val, np.nan)
 
 
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
 def _write_atomic(path: Path, write) -> None:
     """Write through a temporary name and rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -258,6 +253,8 @@ def train_all(
     resume: bool = False,
     progress: bool = True,
     source: str = "<DataFrame>",
+    on_bad_rows: str = "error",
+    as_of: str | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Train one next-visit model per customer, all at once, and predict each customer's next visit.
 
@@ -270,18 +267,28 @@ def train_all(
       resume: continue from the latest checkpoint in out_dir (same data and config required).
       progress: show a progress bar on stderr.
       source: the name bad-input errors give the table (e.g. its file name).
+      on_bad_rows: "error" (default): a bad row raises InputError; "skip": bad rows are set aside,
+        written to out_dir/rejected_rows.parquet with a reason each and counted in metrics.json.
+      as_of: visits after this date/time are bad rows (e.g. clock errors in the export).
     Returns:
-      the predictions table: exactly one row per customer in `events` (see DESIGN.md).
+      the predictions table: exactly one row per customer in `events` (see DESIGN.md); customers
+      all of whose rows were rejected come last, with status "all_rows_rejected".
     """
     config = config or Config()
     if config.train.compilation_cache:
         enable_compilation_cache()
     t_start = time.perf_counter()
-    events = validate_events(events, config.data.id_col, config.data.time_col, source=source)
-    prep = prepare(events, config)
+    checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of)
+    prep = prepare(checked.events, config)
     t_prep = time.perf_counter() - t_start
+    if progress:
+        skipped = f", {len(checked.rejected):,} bad rows set aside" if len(checked.rejected) else ""
+        _say(f"{source}: {len(checked.events):,} visits of {prep.hist.n_customers:,} customers{skipped}; "
+             f"{len(prep.model_rows):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
+        if resume and not (out / "config.toml").exists():
+            raise InputError(f"--resume: no run in {out} (no config.toml); start one without --resume")
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(config.to_toml())
     rows = prep.model_rows
@@ -290,7 +297,7 @@ def train_all(
         run = RunModel(config, prep.hist.keys[rows], prep.center[rows], result.state.best_params, result.state.diverged)
     else:
         run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool))
-    predictions = predict_frame(run, prep.hist, prep.windows, result.compiled)
+    predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled), checked.orphans)
     if out is None:
         return predictions
 
@@ -308,9 +315,14 @@ def train_all(
         }
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
+    if on_bad_rows == "skip":
+        _write_atomic(out / "rejected_rows.parquet", checked.rejected.to_parquet)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)
+    metrics["rows"] = {"read": len(events), "used": len(checked.events), "rejected": len(checked.rejected),
+                       "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),
+                       "customers_all_rows_rejected": len(checked.orphans)}
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     return predictions
 
@@ -322,7 +334,7 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
     err = per_customer["val_error_rate" if config.n_classes else "val_mae_days"].to_numpy(dtype=float)
     windows_trained = int(sum(c.n_train.sum() for c in prep.chunks))
     return {
-        "customers": int(prep.hist.n_customers),
+        "customers": int(len(predictions)),
         "customers_with_model": n_model,
         "customers_fallback": int((predictions["model"] != "per_customer").sum()),
         "status_counts": predictions["status"].value_counts().to_dict(),

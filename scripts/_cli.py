@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from jaxlstm.errors import InputError  # noqa: E402
 
 
-def run(main) -> None:
+def run(main, argv: list[str] | None = None) -> None:
     try:
-        main()
+        main(argv)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -21,21 +21,32 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="predictions file (.parquet or .csv)")
     p.add_argument("--id-col", help="customer id column (default: the run's)")
     p.add_argument("--time-col", help="timestamp column (default: the run's)")
+    p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
+                   help="error (default): stop at bad rows; skip: set them aside in OUT_STEM.rejected_rows.parquet")
+    p.add_argument("--as-of", metavar="DATE", help="visits after this date are bad rows (e.g. 2024-06-30)")
     args = p.parse_args(argv)
 
     from pathlib import Path
 
-    from jaxlstm.data.events import read_table
+    from jaxlstm.data.events import check_events, read_table
     from jaxlstm.errors import InputError
-    from jaxlstm.predict import predict
+    from jaxlstm.predict import load_run, predict_checked
 
     if not args.out.lower().endswith((".parquet", ".pq", ".csv")):
         raise InputError(f"--out {args.out}: expected a .parquet or .csv file name")
     if not Path(args.run).is_dir():
         raise InputError(f"--run {args.run}: no such run folder")
+    run = load_run(args.run)
     raw = read_table(args.customers)
-    predictions = predict(args.run, raw, args.id_col, args.time_col, source=args.customers)
+    d = run.config.data
+    checked = check_events(raw, args.id_col or d.id_col, args.time_col or d.time_col, args.customers,
+                           on_bad_rows=args.on_bad_rows, as_of=args.as_of)
+    predictions = predict_checked(run, checked)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.on_bad_rows == "skip":
+        stem = args.out.rsplit(".", 1)[0]
+        checked.rejected.to_parquet(f"{stem}.rejected_rows.parquet")
+        print(f"rejected {len(checked.rejected):,} of {len(raw):,} rows -> {stem}.rejected_rows.parquet", file=sys.stderr)
     if args.out.lower().endswith(".csv"):
         predictions.to_csv(args.out, index=False)
     else:

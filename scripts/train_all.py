@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import _cli
@@ -24,7 +23,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint (from the start if it has none yet)")
+    p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
+                   help="error (default): stop at bad rows; skip: set them aside in OUT/rejected_rows.parquet")
+    p.add_argument("--as-of", metavar="DATE", help="visits after this date are bad rows (e.g. 2024-06-30)")
     p.add_argument("--sample-customers", type=int, default=2000, help="size of the generated sample (no --customers)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -49,14 +52,16 @@ def main(argv=None) -> None:
     if args.resume and not args.out:
         raise InputError("--resume needs --out: the run folder to continue")
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
+    if args.sample_customers < 1:
+        raise InputError(f"--sample-customers must be >= 1, got {args.sample_customers}")
     if args.customers:
         events, source = read_table(args.customers), args.customers
     else:
         events = make_customers(args.sample_customers, seed=config.train.seed)
         events = events.rename(columns={"customer_id": config.data.id_col, "timestamp": config.data.time_col})
         source = f"generated sample of {args.sample_customers} customers"
-    print(f"training on {source}: {len(events):,} rows -> {out}", file=sys.stderr)
-    predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet, source=source)
+    predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet, source=source,
+                            on_bad_rows=args.on_bad_rows, as_of=args.as_of)
     with open(f"{out}/metrics.json") as f:
         m = json.load(f)
     error = "val_error_rate" if config.n_classes else "val_mae_days"
@@ -65,6 +70,9 @@ def main(argv=None) -> None:
         f"{m['epochs_run']} epochs in {m['seconds_train']:.1f} s (+{m['seconds_compile']:.1f} s compile); "
         f"validation {error} {m[error] if m[error] is None else round(m[error], 3)}"
     )
+    if m["rows"]["rejected"]:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in m["rows"]["rejected_by_reason"].items())
+        print(f"rejected {m['rows']['rejected']:,} of {m['rows']['read']:,} rows ({reasons}): {out}/rejected_rows.parquet")
     print(f"predictions: {out}/predictions.parquet ({len(predictions):,} rows)")
 
 

@@ -109,7 +109,7 @@ def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     assert resumed.equals(straight)
     with pytest.raises(InputError, match="other data or another config"):
         train_all(events.iloc[:-3], four, tmp_path / "split", resume=True, progress=False)
-    with pytest.raises(InputError, match="no checkpoint"):
+    with pytest.raises(InputError, match="no run in"):
         train_all(events, four, tmp_path / "empty", resume=True, progress=False)
 
 

@@ -1,0 +1,254 @@
+"""Nothing lost: kill -9 then --resume, bad-input classes at the CLI, bad rows set aside, conservation."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import EXAMPLE_CSV, ROOT
+from jaxlstm import train_all
+from jaxlstm.config import Config
+from jaxlstm.data.events import check_events
+from jaxlstm.data.intervals import histories
+from jaxlstm.data.windows import make_windows
+from jaxlstm.errors import InputError
+from jaxlstm.predict import RunModel, add_orphans, predict_frame
+from jaxlstm.synth import make_customers
+
+SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import _cli  # noqa: E402
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TRAIN, PREDICT = _script("train_all"), _script("predict")
+
+
+def _cli_fails(script, args, capsys) -> str:
+    """Run a script's main in this process; it must exit 2 with exactly one stderr line, no traceback."""
+    with pytest.raises(SystemExit) as e:
+        _cli.run(script.main, [str(a) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _files(tmp_path):
+    """One file per bad-input class."""
+    good = "customer_id,timestamp\na,2024-01-01\na,2024-01-05\nb,2024-01-02\n"
+    files = {
+        "empty.csv": "",
+        "header_only.csv": "customer_id,timestamp\n",
+        "no_time.csv": "customer_id,when\na,2024-01-01\n",
+        "unreadable.csv": good + "b,2024-02-30\nc,soon\n",
+        "null_id.csv": good + ",2024-01-09\n",
+        "null_time.csv": good + "c,\n",
+        "mixed_zones.csv": "customer_id,timestamp\na,2024-01-01T10:00:00Z\na,2024-01-05T10:00:00+02:00\nb,2024-01-07 10:00\n",
+        "future.csv": good + "b,2031-01-01\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 this is not really parquet")
+    (tmp_path / "visits.json").write_text("{}")
+    return tmp_path
+
+
+BAD_TRAIN = [
+    (["--customers", "missing.parquet"], "error: missing.parquet: file not found"),
+    (["--customers", "corrupt.parquet"], "corrupt.parquet: cannot read file"),
+    (["--customers", "visits.json"], "visits.json: unknown file type"),
+    (["--customers", "empty.csv"], "empty.csv: file is empty"),
+    (["--customers", "header_only.csv"], "header_only.csv: no rows"),
+    (["--customers", "no_time.csv"], "no_time.csv: missing column 'timestamp' (columns: customer_id, when; choose another with --time-col)"),
+    (["--customers", "unreadable.csv"], "unreadable.csv: column 'timestamp': unreadable timestamp at lines 5, 6, e.g. '2024-02-30'"),
+    (["--customers", "null_id.csv"], "null_id.csv: column 'customer_id': missing customer id at lines 5"),
+    (["--customers", "null_time.csv"], "null_time.csv: column 'timestamp': missing timestamp at lines 5"),
+    (["--customers", "mixed_zones.csv"], "mixed_zones.csv: column 'timestamp': no time zone (other rows have one) at lines 4"),
+    (["--customers", "future.csv", "--as-of", "2024-06-30"],
+     "future.csv: column 'timestamp': after the as-of date 2024-06-30 00:00:00 at lines 5, e.g. '2031-01-01'"),
+    (["--customers", "future.csv", "--as-of", "someday"], "--as-of 'someday': not a date"),
+    (["--epochs", "-1"], "train.epochs must be >= 0, got -1"),
+    (["--set", "data.look_back=0"], "data.look_back must be >= 1, got 0"),
+    (["--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
+    (["--set", "train.epochs=ten"], "config key 'train.epochs': cannot read 'ten' as int"),
+    (["--set", "epochs"], "--set 'epochs': expected SECTION.KEY=VALUE"),
+    (["--config", "nowhere.toml"], "config file not found: nowhere.toml"),
+    (["--sample-customers", "0"], "--sample-customers must be >= 1, got 0"),
+    (["--resume"], "--resume needs --out"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
+def test_every_bad_input_class_is_one_line_and_exit_2(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(_files(tmp_path))
+    out = [] if "--resume" in args else ["--out", tmp_path / "run"]
+    line = _cli_fails(TRAIN, [*args, *out, "--quiet"], capsys)
+    assert line.startswith("error: ") and message in line, line
+    assert not (tmp_path / "run" / "predictions.parquet").exists()
+
+
+def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, tiny):
+    monkeypatch.chdir(_files(tmp_path))
+    assert "no such run folder" in _cli_fails(PREDICT, ["--run", "nope", "--customers", "x.csv", "--out", "p.parquet"], capsys)
+    (tmp_path / "not_a_run").mkdir()
+    assert "no checkpoint found" in _cli_fails(PREDICT, ["--run", "not_a_run", "--customers", "x.csv", "--out", "p.parquet"], capsys)
+    assert "expected a .parquet or .csv" in _cli_fails(PREDICT, ["--run", "nope", "--customers", "x.csv", "--out", "p.txt"], capsys)
+    train_all(make_customers(6, seed=1, visits=(6, 9)), tiny, tmp_path / "run", progress=False)
+    line = _cli_fails(PREDICT, ["--run", "run", "--customers", "null_time.csv", "--out", "p.parquet"], capsys)
+    assert "null_time.csv: column 'timestamp': missing timestamp at lines 5" in line
+
+
+def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path, tiny, capsys):
+    events = make_customers(12, seed=3, visits=(8, 20), one_off_share=0.0)
+    raw = events.assign(timestamp=events["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")).astype(object)
+    raw.loc[2, "timestamp"] = "garbage"
+    raw.loc[5, "customer_id"] = None
+    raw.loc[7, "timestamp"] = None
+    raw.loc[9, "timestamp"] = "2099-01-01"
+    n = len(raw)
+    raw = pd.concat([raw, pd.DataFrame({"customer_id": ["ghost", "ghost"], "timestamp": ["nope", "2099-05-05"]})], ignore_index=True)
+    path = tmp_path / "v.csv"
+    raw.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"column 'customer_id': missing customer id at lines 7 \(use --on-bad-rows skip"):
+        train_all(pd.read_csv(path, dtype=str), tiny, progress=False, source=str(path), as_of="2030-01-01")
+
+    run = tmp_path / "run"
+    _cli.run(TRAIN.main, ["--customers", str(path), "--config", str(ROOT / "configs" / "tiny.toml"), "--out", str(run),
+                          "--on-bad-rows", "skip", "--as-of", "2030-01-01", "--quiet"])
+    assert f"rejected 6 of {n + 2:,} rows" in capsys.readouterr().out
+    rejected = pd.read_parquet(run / "rejected_rows.parquet")
+    assert rejected["row"].tolist() == [4, 7, 9, 11, n + 2, n + 3]  # CSV line numbers
+    assert rejected["reason"].tolist() == ["unreadable timestamp", "missing customer id", "missing timestamp",
+                                           "after the as-of date", "unreadable timestamp", "after the as-of date"]
+    assert rejected["timestamp"].tolist()[:2] == ["garbage", events["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")[5]]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["rows"] == {"read": len(raw), "used": len(raw) - 6, "rejected": 6, "customers_all_rows_rejected": 1,
+                               "rejected_by_reason": {"unreadable timestamp": 2, "after the as-of date": 2,
+                                                      "missing customer id": 1, "missing timestamp": 1}}
+    pred = pd.read_parquet(run / "predictions.parquet")
+    assert sorted(pred["customer_id"]) == sorted(set(raw["customer_id"].dropna()))  # ghost included
+    ghost = pred.set_index("customer_id").loc["ghost"]
+    assert ghost["status"] == "all_rows_rejected" and np.isnan(ghost["predicted_interval_days"]) and ghost["n_visits"] == 0
+    assert metrics["customers"] == len(pred) == 13
+
+
+# --- conservation under random input -------------------------------------------------------------
+
+STAMPS = st.one_of(
+    st.datetimes(min_value=pd.Timestamp("2000-01-01").to_pydatetime(), max_value=pd.Timestamp("2040-01-01").to_pydatetime())
+    .map(lambda d: d.isoformat(sep=" ")),
+    st.dates().map(str),
+    st.sampled_from(["", "not a date", "2024-02-30", "2024-01-01T00:00:00Z", "2024-03-01T12:00:00+05:30", "31/12/2024"]),
+    st.none(),
+)
+
+
+@st.composite
+def raw_logs(draw):
+    n = draw(st.integers(1, 40))
+    if draw(st.booleans()):
+        pool = draw(st.lists(st.integers(-5, 10**12), min_size=1, max_size=8))
+    else:
+        pool = draw(st.lists(st.text(min_size=0, max_size=4), min_size=1, max_size=8))
+    ids = [draw(st.one_of(st.sampled_from(pool), st.none())) if draw(st.integers(0, 9)) == 0 else draw(st.sampled_from(pool))
+           for _ in range(n)]
+    stamps = [draw(STAMPS) for _ in range(n)]
+    return pd.DataFrame({"customer_id": pd.Series(ids, dtype=object), "timestamp": pd.Series(stamps, dtype=object)})
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw_logs(), st.sampled_from([None, "2025-01-01"]), st.integers(1, 4))
+def test_skip_conserves_rows_and_customers(raw, as_of, look_back):
+    try:
+        checked = check_events(raw, source="fuzz.parquet", on_bad_rows="skip", as_of=as_of)
+    except InputError as e:  # allowed only when nothing usable is left
+        assert "every row is bad" in str(e)
+        return
+    assert len(checked.events) + len(checked.rejected) == len(raw)
+    assert checked.rejected["reason"].notna().all()
+    kept = set(checked.events["customer_id"])
+    assert not kept & set(checked.orphans)
+    assert kept | set(checked.orphans) == set(raw["customer_id"].dropna())
+    if as_of is not None:
+        assert (checked.events["timestamp"] <= pd.Timestamp(as_of)).all()
+    # and every customer comes out of prediction exactly once, with a value or a reason
+    config = Config()
+    hist = histories(checked.events)
+    empty = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool))
+    pred = add_orphans(predict_frame(empty, hist, make_windows(hist, look_back)), checked.orphans)
+    assert len(pred) == len(kept) + len(checked.orphans) == pred["customer_id"].nunique()
+    has_value = pred["predicted_interval_days"].notna()
+    rejected = pred["status"] == "all_rows_rejected"
+    if len(hist.intervals):  # else there is no interval at all to fall back on: NaN, status too_few_visits
+        assert (has_value | rejected).all()
+    assert pred.loc[~has_value, "status"].isin(["all_rows_rejected", "too_few_visits"]).all()
+    assert (pred.loc[has_value, "predicted_interval_days"] >= 0).all()
+
+
+# --- kill -9 mid-training, then --resume ---------------------------------------------------------
+
+def _train_cmd(data, out, *extra):
+    return [sys.executable, str(SCRIPTS / "train_all.py"), "--customers", str(data), "--config",
+            str(ROOT / "configs" / "tiny.toml"), "--out", str(out), "--epochs", "40", "--set", "train.patience=0", *extra]
+
+
+def _committed_steps(ckpt):
+    return [int(p.name) for p in ckpt.glob("*") if p.name.isdigit()] if ckpt.is_dir() else []
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    data = tmp_path / "visits.parquet"
+    make_customers(300, seed=11, visits=(6, 60)).to_parquet(data)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight = subprocess.run(_train_cmd(data, tmp_path / "straight", "--quiet"), env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(data, run, "--quiet"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while max(_committed_steps(run / "checkpoints"), default=0) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed: make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "predictions.parquet").exists()
+
+    resumed = subprocess.run(_train_cmd(data, run, "--resume"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    done = int(resumed.stderr.split("after epoch ")[1].split()[0])
+    assert 3 <= done < 40
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "predictions.parquet"),
+                                  pd.read_parquet(tmp_path / "straight" / "predictions.parquet"))
+    m = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == list(range(1, 41))  # history survives the kill
+    assert m["epochs_run"] == 40 - done
+
+
+def test_resume_refuses_other_data_or_config(tmp_path, tiny, capsys):
+    data = tmp_path / "v.csv"
+    pd.read_csv(EXAMPLE_CSV).head(3000).to_csv(data, index=False)
+    base = ["--customers", data, "--id-col", "id", "--time-col", "date", "--config", ROOT / "configs" / "tiny.toml",
+            "--out", tmp_path / "run", "--quiet"]
+    _cli.run(TRAIN.main, [str(a) for a in base])
+    capsys.readouterr()
+    assert "other data or another config" in _cli_fails(TRAIN, [*base, "--resume", "--seed", "5"], capsys)
+    pd.read_csv(EXAMPLE_CSV).head(2000).to_csv(data, index=False)
+    assert "other data or another config" in _cli_fails(TRAIN, [*base, "--resume"], capsys)
