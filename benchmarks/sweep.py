@@ -28,7 +28,7 @@ def point(customers: int, hidden: int, epochs: int, visits: tuple[int, int], loo
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     result = json.loads(out.read_text())
     out.unlink()
-    result["command"] = "python benchmarks/" + " ".join(cmd[2:-2])
+    result["command"] = "python benchmarks/throughput.py " + " ".join(cmd[2:-2])
     return result
 
 

@@ -37,6 +37,9 @@ class ModelConfig:
     forget_bias: float = 1.0  # added to the forget-gate bias at init, as Keras does
     cell: str = "fused"  # "fused": Flax's cell parameters, gates as one matmul (faster); "flax": nn.RNN
     loss: str = "mse"  # regression loss on log1p days: "mse" or "mae" (with bins: cross-entropy)
+    # "auto": a customer's model answers only where it beat the customer's own median interval on
+    # the customer's validation windows; "per_customer": every model answers (the classic recipe)
+    mode: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,9 @@ class TrainConfig:
     rmsprop_decay: float = 0.9
     rmsprop_eps: float = 1e-7  # Keras's value (optax's default is 1e-8)
     patience: int = 15  # epochs without validation improvement before a customer stops; 0 = never
+    # False (Keras's default): keep the parameters a customer stopped with. True: its best
+    # validation epoch's, which makes its validation score optimistic, so auto would trust it too much
+    restore_best: bool = False
     seed: int = 0
     chunk_customers: int = 256  # customers per compiled call (256 was fastest on a 2-core CPU)
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
@@ -170,6 +176,7 @@ def validate(config: Config) -> None:
         (m.dense_activation in ACTIVATIONS, f"model.dense_activation must be one of {sorted(ACTIVATIONS)}"),
         (m.cell in ("fused", "flax"), f"model.cell must be 'fused' or 'flax', got '{m.cell}'"),
         (m.loss in ("mse", "mae"), f"model.loss must be 'mse' or 'mae', got '{m.loss}'"),
+        (m.mode in MODES, f"model.mode must be one of {', '.join(MODES)}, got '{m.mode}'"),
         (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
@@ -183,3 +190,4 @@ def validate(config: Config) -> None:
 
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
+MODES = ("auto", "per_customer")

@@ -109,7 +109,7 @@ def forward(model: Forecaster, params, x: jax.Array, dropout: jax.Array | None =
         c = h = jnp.zeros(x.shape[:1] + (H,), x.dtype)
         outs = []
         for t in range(x.shape[1]):
-            z = jnp.concatenate([h_seq[:, t], h], axis=-1) @ kernel + bias
+            z = _matmul(jnp.concatenate([h_seq[:, t], h], axis=-1), kernel) + bias
             c = nn.sigmoid(z[:, H : 2 * H]) * c + nn.sigmoid(z[:, :H]) * act(z[:, 2 * H : 3 * H])
             h = nn.sigmoid(z[:, 3 * H :]) * act(c)
             outs.append(h)
@@ -119,8 +119,12 @@ def forward(model: Forecaster, params, x: jax.Array, dropout: jax.Array | None =
     out = h_seq
     for j in range(len(model.dense)):
         d = params[f"dense_{j}"]
-        out = _ACT[model.dense_activation](out @ d["kernel"] + d["bias"])
-    return out @ params["head"]["kernel"] + params["head"]["bias"]
+        out = _ACT[model.dense_activation](_matmul(out, d["kernel"]) + d["bias"])
+    return _matmul(out, params["head"]["kernel"]) + params["head"]["bias"]
+
+
+def _matmul(a: jax.Array, w: jax.Array) -> jax.Array:
+    return a @ w
 
 
 def init_params(model: Forecaster, key: jax.Array, look_back: int, n_features: int, forget_bias: float):

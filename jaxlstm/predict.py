@@ -5,6 +5,7 @@ can answer)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,16 @@ from jaxlstm.data.events import Checked, check_events
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.step import Compiled, CustomerState, compile_steps, stacked_state_shape
+from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
+from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params, stacked_state_shape
 
-# `model` column values
-PER_CUSTOMER, FALLBACK_OWN, FALLBACK_POP = "per_customer", "fallback_customer_median", "fallback_population_median"
+# `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
+PER_CUSTOMER, NONE = "per_customer", "none"
 # `status` column values
 OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED = "ok", "too_few_visits", "unknown_customer", "diverged", "all_rows_rejected"
+BASELINE_WON = "baseline_beat_model"
+# without a run's choice of baseline per history length (mode per_customer, or an older run)
+CLASSIC_FALLBACK = {name: "customer_median" for _, _, name in BUCKETS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +37,11 @@ class RunModel:
     """What prediction needs from a trained run: each modelled customer's kept parameters.
 
     keys: [N] str customer ids; center: [N] float32; params: tree with leading [N];
-    diverged: [N] bool (those customers get a fallback with status 'diverged').
+    diverged: [N] bool (those customers get a fallback with status 'diverged');
+    answers: [N] bool, False where a baseline beat the customer's model on its validation windows
+      (mode auto): those get the baseline with status 'baseline_beat_model';
+    fallback_by: {history bucket: baseline name} answering where no model does (None: the
+      customer's median, else the population median).
     """
 
     config: Config
@@ -40,6 +49,8 @@ class RunModel:
     center: np.ndarray
     params: Any
     diverged: np.ndarray
+    answers: np.ndarray
+    fallback_by: dict[str, str] | None = None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -54,7 +65,16 @@ def load_run(run_dir: str | Path) -> RunModel:
     abstract = checkpoint_tree(stacked_state_shape(config, len(keys)), np.zeros(len(keys), np.float32), 0)
     restored = checkpoint.restore(ckpt, step, abstract)
     state = CustomerState(**restored["customers"])
-    return RunModel(config, keys, restored["center"], state.best_params, np.asarray(state.diverged))
+    answers, fallback_by = np.ones(len(keys), bool), None
+    chosen = Path(run_dir) / "customer_metrics.parquet"
+    if chosen.exists():  # written after training, with the per-customer choice of answer
+        table = pd.read_parquet(chosen, columns=["model_answers"])
+        if len(table) == len(keys):
+            answers = table["model_answers"].to_numpy(bool)
+    if (Path(run_dir) / "answers.json").exists():
+        fallback_by = json.loads((Path(run_dir) / "answers.json").read_text())["fallback_by_history"]
+    return RunModel(config, keys, restored["center"], kept_params(state, config), np.asarray(state.diverged), answers,
+                    fallback_by)
 
 
 def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
@@ -84,28 +104,39 @@ def _forward(run: RunModel, rows: np.ndarray, x_days: np.ndarray, compiled: Comp
     return np.concatenate(outs)[: len(rows) - pad]
 
 
+def add_days(when: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """datetime64[ns] + float days; NaT where days is NaN or the date would pass the year 2262."""
+    out = np.full(len(when), np.datetime64("NaT"), "datetime64[ns]")
+    room = (np.datetime64(pd.Timestamp.max) - when.astype("datetime64[ns]")) / np.timedelta64(1, "D")
+    ok = np.isfinite(days) & (days < room)
+    out[ok] = when[ok] + (days[ok] * 86_400e6).astype("timedelta64[us]")
+    return out
+
+
 def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Compiled | None = None) -> pd.DataFrame:
-    """One row per customer of `hist` (see DESIGN.md, outputs). Customers the run has a healthy model
-    for and with >= look_back intervals get the model's answer; the others a labelled fallback:
-    their own median interval, else the population median of all intervals in `hist`."""
+    """One row per customer of `hist` (see DESIGN.md, outputs). Customers the run has a healthy,
+    chosen model for get the model's answer; the others a labelled baseline (`run.fallback_by`),
+    computed from all of their intervals in `hist`."""
     cfg = run.config
     N = hist.n_customers
     row = pd.Index(run.keys).get_indexer(hist.keys)  # -1: not in the run
     known = row >= 0
-    diverged = np.zeros(N, bool)
+    diverged, answers = np.zeros(N, bool), np.zeros(N, bool)
     diverged[known] = run.diverged[row[known]]
+    answers[known] = run.answers[row[known]]
     healthy = known & ~diverged
-    use = healthy & windows.has_last
+    use = healthy & answers & windows.has_last
     idx = np.flatnonzero(use)
 
     days = np.full(N, np.nan)
-    owner = np.repeat(np.arange(N), np.diff(hist.offsets))
-    own = pd.Series(hist.intervals).groupby(owner).median().reindex(range(N)).to_numpy()
-    population = float(np.median(hist.intervals)) if len(hist.intervals) else np.nan
-    fallback_days = np.where(np.isnan(own), population, own)
-    model = np.where(np.isnan(own), FALLBACK_POP, FALLBACK_OWN).astype(object)
+    kind = fallback_kind(hist.n_visits, run.fallback_by or CLASSIC_FALLBACK)
+    no_own = np.diff(hist.offsets) == 0  # a customer baseline without intervals is the population's
+    kind[no_own & np.char.startswith(kind.astype(str), "customer_")] = "population_median"
+    fallback_days = pick(customer_baselines(hist), kind)
+    model = kind.copy()
     has_window = np.diff(windows.offsets) > 0
     status = np.where(known & ~healthy, DIVERGED, np.where(~known & has_window, UNKNOWN, TOO_FEW)).astype(object)
+    status[healthy & ~answers] = BASELINE_WON
 
     out = _forward(run, row[idx], windows.last[idx], compiled)
     if cfg.n_classes:
@@ -123,12 +154,11 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
             "n_visits": hist.n_visits,
             "last_visit": hist.last_visit,
             "predicted_interval_days": days,
-            "predicted_next_visit": hist.last_visit + pd.to_timedelta(np.nan_to_num(days, nan=0.0), unit="D").to_numpy(),
+            "predicted_next_visit": add_days(hist.last_visit, days),
             "model": model,
             "status": status,
         }
     )
-    frame.loc[np.isnan(days), "predicted_next_visit"] = pd.NaT
     if cfg.n_classes:
         for k in range(cfg.n_classes):
             frame[f"p_bin_{k}"] = probs[:, k]
@@ -140,7 +170,7 @@ def add_orphans(frame: pd.DataFrame, orphans: np.ndarray) -> pd.DataFrame:
     """Append a row without a prediction for each customer all of whose rows were rejected."""
     if len(orphans) == 0:
         return frame
-    extra = pd.DataFrame({"customer_id": orphans, "n_visits": 0, "model": "none", "status": REJECTED})
+    extra = pd.DataFrame({"customer_id": orphans, "n_visits": 0, "model": NONE, "status": REJECTED})
     out = pd.concat([frame, extra.astype({"n_visits": frame["n_visits"].dtype})], ignore_index=True)
     return out[frame.columns]
 

@@ -8,6 +8,7 @@ others, in any chunk.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,11 @@ class Batch(NamedTuple):
     x: jax.Array
     y: jax.Array
     mask: jax.Array
+
+
+def kept_params(state: CustomerState, config: Config) -> Any:
+    """The parameters a customer answers with (see train.restore_best)."""
+    return state.best_params if config.train.restore_best else state.params
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
@@ -188,7 +194,7 @@ def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL) -
     d, t = config.data, config.train
     key = Config(
         data=type(d)(look_back=d.look_back, bins=d.bins),
-        model=config.model,
+        model=dataclasses.replace(config.model, mode="auto"),
         train=type(t)(learning_rate=t.learning_rate, rmsprop_decay=t.rmsprop_decay, rmsprop_eps=t.rmsprop_eps, patience=t.patience),
     )
     return _compile_steps(key, C, B, tuple(only))

@@ -25,10 +25,11 @@ from jaxlstm.config import Config
 from jaxlstm.data import batching
 from jaxlstm.data.events import check_events
 from jaxlstm.data.intervals import Histories, histories
-from jaxlstm.data.windows import Windows, decode, make_windows
+from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.predict import RunModel, add_orphans, checkpoint_tree, predict_frame
-from jaxlstm.step import Compiled, CustomerState, compile_steps
+from jaxlstm.evaluate import evaluate_run
+from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
+from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +129,8 @@ class Fit:
     val_sum: np.ndarray  # [N_model] best-params validation metrics
     val_n: np.ndarray
     val_error: np.ndarray  # [N_model] MAE days (regression) or error rate (classification)
+    val_days: np.ndarray  # [M windows] the kept parameters' answer in days on validation windows, else NaN
+    val_class: np.ndarray  # [M] its class when binning, else -1
 
 
 def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True) -> Fit:
@@ -137,7 +140,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     keys = prep.hist.keys[prep.model_rows]
     center = prep.center[prep.model_rows]
     if not chunks:
-        return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0))
+        M = len(prep.windows.y)
+        return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0), np.full(M, np.nan), np.full(M, -1))
     C = len(chunks[0].rows)
     t_compile = time.perf_counter()
     compiled = compile_steps(config, C, B)
@@ -204,27 +208,40 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
             checkpoint.save(mngr, start, checkpoint_tree(_gather(states, chunks), center, start), meta)
         mngr.wait_until_finished()
 
-    # validation metrics of the parameters each customer keeps
-    val_sum, val_n, val_err = [], [], []
+    # what the parameters each customer keeps answer on its validation windows
+    M = len(prep.windows.y)
+    val_days, val_class = np.full(M, np.nan), np.full(M, -1, np.int64)
+    val_sum, val_n = [], []
     for st, chunk in zip(states, chunks):
-        s, n, out = _validate(compiled, st.best_params, chunk, B, outputs=True)
+        s, n, out = _validate(compiled, kept_params(st, config), chunk, B, outputs=True)
         val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
-        val_err.append(_val_error(out, chunk, config)[chunk.real])
+        _put_val_answers(out, chunk, prep, config, val_days, val_class)
+    rows = prep.model_rows
+    owner = np.repeat(np.arange(prep.hist.n_customers), prep.windows.counts)
+    wrong = (val_class != to_bins(prep.windows.y, config.data.bins)) if config.n_classes else np.abs(val_days - prep.windows.y)
+    has = ~np.isnan(val_days)
+    n_val = np.bincount(owner[has], minlength=prep.hist.n_customers)[rows]
+    err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
     return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, t.epochs - start,
-               np.concatenate(val_sum), np.concatenate(val_n), np.concatenate(val_err))
+               np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class)
 
 
-def _val_error(out: np.ndarray, chunk: batching.Chunk, config: Config) -> np.ndarray:
-    """[C] per customer: MAE in days (regression) or error rate (classification); NaN without validation."""
-    W = out.shape[1]
-    mask = np.arange(W)[None, :] < chunk.n_val[:, None]
-    if config.n_classes:
-        err = (out.argmax(-1) != chunk.y_val[:, :W]).astype(np.float64)
-    else:
-        center = chunk.center[:, None]
-        err = np.abs(decode(out[..., 0] + center) - decode(chunk.y_val[:, :W] + center))
-    with np.errstate(invalid="ignore"):
-        return np.where(mask, err, 0).sum(1) / np.where(chunk.n_val > 0, chunk.n_val, np.nan)
+def _put_val_answers(out: np.ndarray, chunk: batching.Chunk, prep: Prepared, config: Config,
+                     val_days: np.ndarray, val_class: np.ndarray) -> None:
+    """Write a chunk's validation outputs [C, Wv, K] into the flat per-window answers (days, class)."""
+    offsets = prep.windows.offsets
+    for i, r in enumerate(chunk.rows):
+        n = int(chunk.n_val[i])
+        if r < 0 or n == 0:
+            continue
+        idx = offsets[r] + np.flatnonzero(prep.is_val[offsets[r] : offsets[r + 1]])
+        if config.n_classes:
+            val_class[idx] = out[i, :n].argmax(-1)
+            val_days[idx] = bin_values(config.data.bins)[val_class[idx]]
+        else:
+            val_days[idx] = decode(out[i, :n, 0] + chunk.center[i])
 
 
 def _say(message: str) -> None:
@@ -293,10 +310,19 @@ def train_all(
         (out / "config.toml").write_text(config.to_toml())
     rows = prep.model_rows
     result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress)
+    diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
+    has_model = np.zeros(prep.hist.n_customers, bool)
+    has_model[rows] = ~diverged
+    chosen, fallback_by, evaluation = evaluate_run(prep.hist, prep.windows, prep.is_val, config.data.look_back, config.data.bins,
+                                      has_model, result.val_days, result.val_class)
+    auto = config.model.mode == "auto"
+    answers = chosen[rows] if auto else np.ones(len(rows), bool)
+    fallback_by = fallback_by if auto else None
     if result.state is not None:
-        run = RunModel(config, prep.hist.keys[rows], prep.center[rows], result.state.best_params, result.state.diverged)
+        run = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged, answers,
+                       fallback_by)
     else:
-        run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool))
+        run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool), fallback_by)
     predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled), checked.orphans)
     if out is None:
         return predictions
@@ -312,14 +338,18 @@ def train_all(
             ("val_error_rate" if config.n_classes else "val_mae_days"): result.val_error,
             "stopped_early": result.state.stopped & ~result.state.diverged if result.state is not None else np.zeros(0, bool),
             "diverged": run.diverged,
+            "model_answers": run.answers,  # read back by predict.py
         }
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
+    _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
+        {"mode": config.model.mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK}, indent=2)))
     if on_bad_rows == "skip":
         _write_atomic(out / "rejected_rows.parquet", checked.rejected.to_parquet)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)
+    metrics["evaluation"] = evaluation
     metrics["rows"] = {"read": len(events), "used": len(checked.events), "rejected": len(checked.rejected),
                        "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),
                        "customers_all_rows_rejected": len(checked.orphans)}
@@ -337,6 +367,7 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
         "customers": int(len(predictions)),
         "customers_with_model": n_model,
         "customers_fallback": int((predictions["model"] != "per_customer").sum()),
+        "answers_by_model": predictions["model"].value_counts().to_dict(),
         "status_counts": predictions["status"].value_counts().to_dict(),
         "diverged": int(per_customer["diverged"].sum()),
         "stopped_early": int(per_customer["stopped_early"].sum()),

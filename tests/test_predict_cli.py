@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from conftest import EXAMPLE_CSV, ROOT
-from jaxlstm import predict, train_all
+from jaxlstm import load_config, predict, train_all
+from jaxlstm.evaluate import BASELINES
 from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
@@ -29,10 +30,11 @@ def test_example_log_every_customer_exactly_once(tiny, tmp_path):
     assert pred["customer_id"].tolist() == sorted(visits.index)  # numeric ids in numeric order
     assert (pred.set_index("customer_id")["n_visits"] == visits).all()
     one_visit = pred[pred["n_visits"] == 1]
-    assert (one_visit["model"] == "fallback_population_median").all()
-    two_plus = pred[(pred["n_visits"] >= 2) & (pred["status"] != "ok")]
-    assert (two_plus["model"] == "fallback_customer_median").all()
+    assert one_visit["model"].isin(["population_median", "constant"]).all()  # nothing of their own
+    others = pred[(pred["n_visits"] >= 2) & (pred["status"] != "ok")]
+    assert others["model"].isin(BASELINES).all() and others["status"].isin(["too_few_visits", "baseline_beat_model"]).all()
     assert (pred["model"] == "per_customer").sum() > 0
+    assert ((pred["model"] == "per_customer") == (pred["status"] == "ok")).all()
 
 
 def test_fallback_values():
@@ -40,7 +42,7 @@ def test_fallback_values():
         "customer_id": ["once", "twice", "twice", "thrice", "thrice", "thrice"],
         "timestamp": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-05", "2024-01-01", "2024-01-03", "2024-01-13"]),
     })
-    pred = train_all(events, progress=False).set_index("customer_id")
+    pred = train_all(events, load_config(None, {"model.mode": "per_customer"}), progress=False).set_index("customer_id")
     assert pred.loc["twice", "predicted_interval_days"] == 4.0
     assert pred.loc["thrice", "predicted_interval_days"] == 6.0  # median of 2 and 10
     assert pred.loc["once", "predicted_interval_days"] == 4.0  # median of all intervals 4, 2, 10
@@ -60,7 +62,7 @@ def test_predict_from_a_saved_run_reproduces_and_handles_new_customers(tiny, tmp
     pred = predict(tmp_path / "run", mixed).set_index("customer_id")
     assert len(pred) == 42
     assert (pred.loc[["new1", "new2"], "status"] == "unknown_customer").all()
-    assert (pred.loc[["new1", "new2"], "model"] == "fallback_customer_median").all()
+    assert pred.loc[["new1", "new2"], "model"].isin(BASELINES).all()
 
 
 def test_classification_head_gives_probabilities(tiny):

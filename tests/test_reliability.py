@@ -192,7 +192,7 @@ def test_skip_conserves_rows_and_customers(raw, as_of, look_back):
     # and every customer comes out of prediction exactly once, with a value or a reason
     config = Config()
     hist = histories(checked.events)
-    empty = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool))
+    empty = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool))
     pred = add_orphans(predict_frame(empty, hist, make_windows(hist, look_back)), checked.orphans)
     assert len(pred) == len(kept) + len(checked.orphans) == pred["customer_id"].nunique()
     has_value = pred["predicted_interval_days"].notna()

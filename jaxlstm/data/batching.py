@@ -44,14 +44,17 @@ def uniform(seeds: np.ndarray, salt: int, n: int) -> np.ndarray:
 def split_windows(offsets: np.ndarray, seeds: np.ndarray, how: str, val_fraction: float, run_seed: int) -> np.ndarray:
     """[M] bool, True where a window validates.
 
-    temporal: each customer's last round(val_fraction * n) windows; random: each window with
+    temporal: each customer's last round(val_fraction * n) windows, at least one; random: each window with
     probability val_fraction. Either way every customer with windows keeps at least one for training.
     """
     counts = np.diff(offsets)
     owner = np.repeat(np.arange(len(counts)), counts)
     pos = np.arange(offsets[-1]) - offsets[owner]  # window position within its customer
     if how == "temporal":
-        n_val = np.minimum(np.floor(counts * val_fraction + 0.5).astype(np.int64), np.maximum(counts - 1, 0))
+        n_val = np.floor(counts * val_fraction + 0.5).astype(np.int64)
+        if val_fraction > 0:  # two windows are enough to validate one: model choice needs it
+            n_val = np.maximum(n_val, 1)
+        n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
         return pos >= (counts - n_val)[owner]
     width = int(counts.max()) if len(counts) else 0
     u = uniform(seeds, run_seed * 2 + 1, width)  # [N, max windows]

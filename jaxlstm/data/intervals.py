@@ -9,7 +9,7 @@ import pandas as pd
 
 from jaxlstm.data.events import ID, TIME
 
-DAY_NS = 86_400 * 10**9
+DAY_US = 86_400 * 10**6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +55,9 @@ def histories(events: pd.DataFrame, floor_days: bool = False) -> Histories:
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ids = np.asarray(uniques, dtype=object)[codes[starts]]
     n_visits = np.diff(np.r_[starts, len(codes)])
-    ticks = times.astype("datetime64[D]").astype(np.int64) * DAY_NS if floor_days else times.astype(np.int64)
-    gaps = np.diff(ticks).astype(np.float64) / DAY_NS
+    # microseconds, not nanoseconds: a gap of more than 292 years overflows int64 nanoseconds
+    ticks = times.astype("datetime64[D]").astype(np.int64) * DAY_US if floor_days else times.astype("datetime64[us]").astype(np.int64)
+    gaps = np.diff(ticks).astype(np.float64) / DAY_US
     same_customer = np.ones(len(codes), bool)
     same_customer[starts] = False  # the first visit of a customer starts no interval
     intervals = gaps[same_customer[1:]]

@@ -1,0 +1,89 @@
+"""Answers against simple baselines: the holdout and baselines by hand, and `auto` on a true future
+interval (generated beyond the training log) where a baseline is optimal and where history has signal."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import visit_log
+from jaxlstm import load_config, train_all
+from jaxlstm.data.batching import split_windows
+from jaxlstm.data.events import validate_events
+from jaxlstm.data.intervals import histories
+from jaxlstm.data.windows import make_windows
+from jaxlstm.evaluate import baselines, customer_baselines, holdout
+
+
+def test_holdout_and_baselines_by_hand():
+    gaps = {"long": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "short": [4, 6], "pair": [5], "single": []}
+    hist = histories(validate_events(visit_log(gaps)))
+    w = make_windows(hist, 3)
+    is_val = split_windows(w.offsets, np.zeros(hist.n_customers, np.uint64), "temporal", 0.2, 0)
+    hold = holdout(hist, w, is_val, 3)
+    # long: 8 windows, 2 validate (targets 10, 11); short: last interval; pair: its only one; single: none
+    order = list(hist.keys)  # sorted ids: long, pair, short, single
+    assert order == ["long", "pair", "short", "single"]
+    assert hold.target.tolist() == [10, 11, 5, 6]
+    assert hold.owner.tolist() == [0, 0, 1, 2]
+    assert hold.start.tolist() == [9, 0, 1, 0]
+    assert hold.window.tolist() == [6, 7, -1, -1]
+    b = baselines(hist, hold)
+    seen = [1, 2, 3, 4, 5, 6, 7, 8, 9, 4]  # every interval before its customer's holdout
+    pop = float(np.median(seen))
+    assert b["customer_mean"].tolist() == [5.0, 5.0, pop, 4.0]
+    assert b["customer_median"].tolist() == [5.0, 5.0, pop, 4.0]
+    assert b["customer_last"].tolist() == [9.0, 9.0, pop, 4.0]
+    assert b["population_median"].tolist() == [pop] * 4
+    assert b["constant"][0] == pytest.approx(np.expm1(np.mean(np.log1p(seen))))
+    full = customer_baselines(hist)
+    assert full["customer_last"].tolist() == [11.0, 5.0, 6.0, float(np.median(hist.intervals))]
+
+
+def _logs(rng, n, visits, draw_gaps):
+    """(training log, true next gap per customer): each customer's log plus one more gap after it."""
+    gaps, future = {}, {}
+    for i in range(n):
+        g = draw_gaps(rng, int(rng.integers(*visits)))
+        gaps[f"{draw_gaps.__name__}{i:03d}"], future[f"{draw_gaps.__name__}{i:03d}"] = g[:-1], g[-1]
+    return gaps, future
+
+
+def exponential(rng, n_visits):
+    return rng.exponential(10.0, n_visits)  # n_visits - 1 gaps in the log, one in the future
+
+
+def alternating(rng, n_visits):
+    start = rng.integers(2)
+    return np.resize([3.0, 10.0] if start else [10.0, 3.0], n_visits) + rng.uniform(-0.3, 0.3, n_visits)
+
+
+def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal(tmp_path):
+    rng = np.random.default_rng(0)
+    noise, noise_next = _logs(rng, 240, (2, 30), exponential)
+    signal, signal_next = _logs(rng, 60, (25, 40), alternating)
+    events = visit_log({**noise, **signal})
+    truth = pd.Series({**noise_next, **signal_next})
+    config = load_config(None, {"train.epochs": 60})
+    pred = train_all(events, config, tmp_path / "run", progress=False).set_index("customer_id")
+    assert set(pred.index) == set(truth.index)
+
+    hist = histories(validate_events(events))
+    base = pd.DataFrame(customer_baselines(hist), index=hist.keys)
+    err = pd.DataFrame({"auto": pred["predicted_interval_days"], **base}).sub(truth, axis=0).abs()
+    noisy, periodic = err.index.str.startswith("exponential"), err.index.str.startswith("alternating")
+    mae_noise, mae_signal = err[noisy].mean(), err[periodic].mean()
+    best_noise = mae_noise.drop("auto").min()
+    best_signal = mae_signal.drop("auto").min()
+    print(f"exponential: auto {mae_noise['auto']:.2f} vs best baseline {best_noise:.2f} ({mae_noise.drop('auto').idxmin()}); "
+          f"alternating: auto {mae_signal['auto']:.2f} vs best baseline {best_signal:.2f} ({mae_signal.drop('auto').idxmin()})")
+    assert mae_noise["auto"] <= 1.05 * best_noise
+    assert mae_signal["auto"] <= 0.4 * best_signal
+    assert (pred.loc[periodic, "model"] == "per_customer").mean() > 0.8
+
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())["evaluation"]
+    assert set(report["overall"]) == {"auto", "per_customer", "customer_mean", "customer_median", "customer_last",
+                                      "population_median", "constant"}
+    assert report["by_history"]["11+"]["intervals"] > 0 and report["by_history"]["1"]["intervals"] == 0
+    assert report["overall"]["auto"]["mae_days"] <= min(v["mae_days"] for k, v in report["overall"].items() if k != "auto")
