@@ -215,7 +215,8 @@ def evaluate_run(hist: Histories, windows: Windows, is_val: np.ndarray, look_bac
 
     has_model: [N] bool, customers with a healthy trained model; val_days / val_class: [M] its answer
     on each validation window (NaN / -1 elsewhere). Returns (chosen [N] bool: the model beat the
-    bucket's baseline on the customer's own held-out intervals; {bucket: baseline}; the report).
+    bucket's baseline on the customer's own held-out intervals; {bucket: baseline}; the report;
+    one row per held-out interval with every method's answer).
     """
     hold = holdout(hist, windows, is_val, look_back)
     base = baselines(hist, hold)
@@ -249,4 +250,11 @@ def evaluate_run(hist: Histories, windows: Windows, is_val: np.ndarray, look_bac
     rep["fallback_by_history"] = fallback_by
     rep["customers_model_chosen"] = int(chosen.sum())
     rep["customers_with_model_evaluated"] = int(len(np.unique(hold.owner[np.isfinite(lstm)])))
-    return chosen, fallback_by, rep
+    frame = pd.DataFrame({
+        "customer_id": hist.ids[hold.owner],
+        "n_visits": hist.n_visits[hold.owner],
+        "actual_days": hold.target,
+        "answered_by": np.where(chosen[hold.owner] & np.isfinite(lstm), "per_customer", fallback_kind(hist.n_visits, fallback_by)[hold.owner]),
+        **{f"{m}_days": a for m, a in answers.items()},
+    })
+    return chosen, fallback_by, rep, frame

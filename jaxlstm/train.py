@@ -28,6 +28,7 @@ from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
 from jaxlstm.evaluate import evaluate_run
+from jaxlstm.report import write_report
 from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
@@ -313,7 +314,7 @@ def train_all(
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
     has_model = np.zeros(prep.hist.n_customers, bool)
     has_model[rows] = ~diverged
-    chosen, fallback_by, evaluation = evaluate_run(prep.hist, prep.windows, prep.is_val, config.data.look_back, config.data.bins,
+    chosen, fallback_by, evaluation, holdout_frame = evaluate_run(prep.hist, prep.windows, prep.is_val, config.data.look_back, config.data.bins,
                                       has_model, result.val_days, result.val_class)
     auto = config.model.mode == "auto"
     answers = chosen[rows] if auto else np.ones(len(rows), bool)
@@ -350,10 +351,12 @@ def train_all(
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)
     metrics["evaluation"] = evaluation
+    _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = {"read": len(events), "used": len(checked.events), "rejected": len(checked.rejected),
                        "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),
                        "customers_all_rows_rejected": len(checked.orphans)}
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    write_report(out, metrics, holdout_frame)
     return predictions
 
 

@@ -64,16 +64,21 @@ def main(argv=None) -> None:
                             on_bad_rows=args.on_bad_rows, as_of=args.as_of)
     with open(f"{out}/metrics.json") as f:
         m = json.load(f)
-    error = "val_error_rate" if config.n_classes else "val_mae_days"
+    ev = m["evaluation"]
+    key = "accuracy" if config.n_classes else "mae_days"
+    scored = {k: v[key] for k, v in ev["overall"].items() if v[key] is not None}
+    best = (max if config.n_classes else min)((k for k in scored if k not in ("auto", "per_customer")), key=scored.get, default=None)
+    score = (f"holdout {'accuracy' if config.n_classes else 'MAE days'}: {scored['auto']:.3f} "
+             f"(best simple baseline, {best}: {scored[best]:.3f})" if best and "auto" in scored else "no holdout to score")
     print(
-        f"{m['customers']:,} customers: {m['customers_with_model']:,} models, {m['customers_fallback']:,} fallbacks; "
-        f"{m['epochs_run']} epochs in {m['seconds_train']:.1f} s (+{m['seconds_compile']:.1f} s compile); "
-        f"validation {error} {m[error] if m[error] is None else round(m[error], 3)}"
+        f"{m['customers']:,} customers: {m['customers_with_model']:,} own models trained, {m['answers_by_model'].get('per_customer', 0):,} answer; "
+        f"baselines answer {m['customers_fallback']:,}. {m['epochs_run']} epochs in {m['seconds_train']:.1f} s "
+        f"(+{m['seconds_compile']:.1f} s compile); {score}"
     )
     if m["rows"]["rejected"]:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in m["rows"]["rejected_by_reason"].items())
         print(f"rejected {m['rows']['rejected']:,} of {m['rows']['read']:,} rows ({reasons}): {out}/rejected_rows.parquet")
-    print(f"predictions: {out}/predictions.parquet ({len(predictions):,} rows)")
+    print(f"predictions: {out}/predictions.parquet ({len(predictions):,} rows); report: {out}/report.md")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,10 @@ def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal
                                       "population_median", "constant"}
     assert report["by_history"]["11+"]["intervals"] > 0 and report["by_history"]["1"]["intervals"] == 0
     assert report["overall"]["auto"]["mae_days"] <= min(v["mae_days"] for k, v in report["overall"].items() if k != "auto")
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert f"| auto | {report['overall']['auto']['mae_days']:.2f} |" in md
+    for name in ("predicted_vs_actual.png", "mae_by_history.png", "training_curves.png"):
+        assert (tmp_path / "run" / "plots" / name).read_bytes()[:4] == b"\x89PNG" and f"plots/{name}" in md
+    holdout = pd.read_parquet(tmp_path / "run" / "holdout.parquet")
+    assert len(holdout) == report["intervals"]
+    assert abs(holdout["auto_days"].sub(holdout["actual_days"]).abs().mean() - report["overall"]["auto"]["mae_days"]) < 1e-9

@@ -1,0 +1,119 @@
+"""The run report: OUT/report.md with the scores against the baselines and three plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jaxlstm.evaluate import BUCKETS, table
+
+
+def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
+    """Write out/report.md and out/plots/*.png from a run's metrics and its holdout answers."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    ev = metrics["evaluation"]
+    names = {
+        "scatter": _scatter(plt, holdout, plots / "predicted_vs_actual.png"),
+        "buckets": _by_history(plt, ev, plots / "mae_by_history.png"),
+        "curves": _curves(plt, metrics["history"], plots / "training_curves.png"),
+    }
+    best = min((m for m in ev["overall"] if m not in ("auto", "per_customer") and ev["overall"][m]["mae_days"] is not None),
+               key=lambda m: ev["overall"][m]["mae_days"], default=None)
+    auto, base = ev["overall"]["auto"]["mae_days"], ev["overall"][best]["mae_days"] if best else None
+    verdict = (f"On the holdout the answers (`auto`) are off by **{auto:.2f} days** on average; the best simple "
+               f"baseline, `{best}`, by {base:.2f} days ({(1 - auto / base):+.1%})." if auto is not None and base else
+               "No held-out intervals: the log is too short to score anything.")
+    rows = metrics.get("rows", {})
+    lines = [
+        "# jaxlstm run report",
+        "",
+        f"{metrics['customers']:,} customers; {metrics['customers_with_model']:,} with a model of their own, "
+        f"{ev['customers_model_chosen']:,} of which answer (their model clearly beat the baseline on their own "
+        f"validation windows). Answers by model: "
+        + ", ".join(f"{k} {v:,}" for k, v in metrics["answers_by_model"].items()) + ".",
+        "",
+        verdict,
+        "",
+        "## Mean absolute error (days) on the holdout, by visits per customer",
+        "",
+        f"Holdout: {ev['holdout']}; {ev['intervals']:,} intervals of {ev['customers']:,} customers. `auto` is what "
+        "`predictions.parquet` answers; its choices were made on these intervals, so it is somewhat optimistic. "
+        "`per_customer` is every customer's own model where it has one (the classic recipe), else its median.",
+        "",
+        table(ev),
+        "",
+        "Baseline answering where no model does, by visits: "
+        + ", ".join(f"{k}: `{v}`" for k, v in ev["fallback_by_history"].items()) + ".",
+        "",
+        f"![predicted vs actual](plots/{names['scatter']})",
+        f"![MAE by history length](plots/{names['buckets']})",
+        f"![training curves](plots/{names['curves']})",
+        "",
+        f"Training: {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
+        f"(+{metrics['seconds_compile']:.1f} s compile); rows read {rows.get('read', 0):,}, "
+        f"rejected {rows.get('rejected', 0):,}.",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def _scatter(plt, holdout: pd.DataFrame, path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if len(holdout):
+        model = holdout["answered_by"] == "per_customer"
+        for sel, label, color in ((~model, "baseline answered", "tab:gray"), (model, "own model answered", "tab:blue")):
+            ax.scatter(holdout.loc[sel, "actual_days"] + 0.1, holdout.loc[sel, "auto_days"] + 0.1, s=6, alpha=0.4,
+                       label=f"{label} ({int(sel.sum()):,})", color=color)
+        top = float(max(holdout["actual_days"].max(), holdout["auto_days"].max())) + 1
+        ax.plot([0.1, top], [0.1, top], "k--", lw=0.8)
+        ax.set_xscale("log"), ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("actual interval (days + 0.1)")
+    ax.set_ylabel("predicted interval (days + 0.1)")
+    ax.set_title("holdout: predicted vs actual")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _by_history(plt, ev: dict, path: Path) -> str:
+    buckets = [name for _, _, name in BUCKETS if ev["by_history"][name]["intervals"]]
+    methods = [m for m in ev["overall"] if ev["overall"][m]["mae_days"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(buckets))
+    for i, m in enumerate(methods):
+        mae = [ev["by_history"][b][m]["mae_days"] or np.nan for b in buckets]
+        ax.bar(x + i * width, mae, width, label=m)
+    ax.set_xticks(x + 0.4 - width / 2, [f"{b}\n({ev['by_history'][b]['intervals']:,})" for b in buckets])
+    ax.set_xlabel("visits per customer (held-out intervals)")
+    ax.set_ylabel("MAE (days)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _curves(plt, history: list[dict], path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if history:
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+        ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        ax.legend()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean loss over customers still training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
