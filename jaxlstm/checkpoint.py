@@ -23,7 +23,7 @@ def fingerprint(config: Config, *arrays: np.ndarray) -> str:
     checkpoint cadence, caching and the answer mode may differ between a run and its resume)."""
     h = hashlib.sha256()
     cfg = config.to_dict()
-    for k in ("epochs", "checkpoint_every", "compilation_cache"):
+    for k in ("epochs", "checkpoint_every", "compilation_cache", "pooled_epochs", "pooled_batch"):
         cfg["train"].pop(k)
     cfg["model"].pop("mode")  # chosen after training
     h.update(json.dumps(cfg, sort_keys=True).encode())
@@ -65,3 +65,17 @@ def restore(directory: str | Path, step: int, abstract: dict[str, Any]) -> dict[
     """Restore the state saved at `step` into the structure of `abstract` (shape/dtype leaves)."""
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
     return manager(directory).restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+
+
+def save_pooled(directory: str | Path, params: Any, center: float) -> None:
+    """Save the shared (pooled) model: parameters and its centre."""
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(Path(directory).absolute(), {"params": params, "center": np.array(center, np.float32)}, force=True)
+    ckptr.wait_until_finished()
+
+
+def restore_pooled(directory: str | Path, abstract_params: Any) -> tuple[Any, float]:
+    target = {"params": abstract_params, "center": np.zeros((), np.float32)}
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    tree = ocp.StandardCheckpointer().restore(Path(directory).absolute(), target)
+    return jax.tree_util.tree_map(np.asarray, tree["params"]), float(tree["center"])

@@ -37,8 +37,10 @@ class ModelConfig:
     forget_bias: float = 1.0  # added to the forget-gate bias at init, as Keras does
     cell: str = "fused"  # "fused": Flax's cell parameters, gates as one matmul (faster); "flax": nn.RNN
     loss: str = "mse"  # regression loss on log1p days: "mse" or "mae" (with bins: cross-entropy)
-    # "auto": a customer's model answers only where it beat the customer's own median interval on
-    # the customer's validation windows; "per_customer": every model answers (the classic recipe)
+    # "auto": the shared (pooled) model or a baseline answers, whichever scores best on the holdout
+    # for customers of the same history length, and a customer's own model only where it clearly
+    # beat that on its own validation windows; "per_customer": every own model answers (the classic
+    # recipe); "pooled": the shared model answers everyone (no per-customer training)
     mode: str = "auto"
 
 
@@ -55,6 +57,8 @@ class TrainConfig:
     restore_best: bool = False
     seed: int = 0
     chunk_customers: int = 256  # customers per compiled call (256 was fastest on a 2-core CPU)
+    pooled_epochs: int = 20  # the shared model (modes auto and pooled) sees every customer's windows each epoch
+    pooled_batch: int = 512
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
 
@@ -183,6 +187,8 @@ def validate(config: Config) -> None:
         (t.patience >= 0, f"train.patience must be >= 0, got {t.patience}"),
         (t.chunk_customers >= 1, f"train.chunk_customers must be >= 1, got {t.chunk_customers}"),
         (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
+        (t.pooled_epochs >= 0, f"train.pooled_epochs must be >= 0, got {t.pooled_epochs}"),
+        (t.pooled_batch >= 1, f"train.pooled_batch must be >= 1, got {t.pooled_batch}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -190,4 +196,4 @@ def validate(config: Config) -> None:
 
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
-MODES = ("auto", "per_customer")
+MODES = ("auto", "per_customer", "pooled")

@@ -30,11 +30,12 @@ BASELINES = ("customer_mean", "customer_median", "customer_last", "population_me
 
 @dataclasses.dataclass(frozen=True)
 class Holdout:
-    """T held-out intervals. owner [T] customer index; target [T] days; window [T] flat window index
+    """T held-out intervals. owner [T] customer index; pos, target [T] days; window [T] flat window index
     whose target it is (-1 for a customer without windows); start [N] index (within the customer's
     intervals) of its first held-out interval (= its interval count when it has none)."""
 
     owner: np.ndarray
+    pos: np.ndarray  # [T] index of the interval within its customer's intervals
     target: np.ndarray
     window: np.ndarray
     start: np.ndarray
@@ -62,7 +63,7 @@ def holdout(hist: Histories, windows: Windows, is_val: np.ndarray, look_back: in
     pos = np.arange(n_hold.sum()) - np.repeat(np.r_[0, np.cumsum(n_hold)[:-1]], n_hold) + start[owner]
     target = hist.intervals[hist.offsets[owner] + pos]
     window = np.where(w_counts[owner] > 0, windows.offsets[owner] + pos - look_back, -1)
-    return Holdout(owner, target, window, start)
+    return Holdout(owner, pos, target, window, start)
 
 
 def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -115,10 +116,10 @@ def pick(values: dict[str, np.ndarray], kind: np.ndarray) -> np.ndarray:
 
 def best_baselines(hist: Histories, hold: Holdout, base: dict[str, np.ndarray], bins: tuple[float, ...] = (),
                    z: float = 2.0) -> dict[str, str]:
-    """The baseline answering for each history bucket: the population median, unless another
-    baseline beats it on the bucket's held-out intervals by more than `z` standard errors of the
-    paired difference (a 2-visit bucket of 30 customers must not pick "their one gap" by luck).
-    Losses are absolute days, or 0/1 bin misses when binning."""
+    """The answer for each history bucket among `base` (baselines, and the pooled model if trained):
+    the population median, unless another beats it on the bucket's held-out intervals by more than
+    `z` standard errors of the paired difference (a 2-visit bucket of 30 customers must not pick
+    "their one gap" by luck). Losses are absolute days, or 0/1 bin misses when binning."""
     if bins:
         truth = to_bins(hold.target, bins)
         loss = {b: (to_bins(v, bins) != truth).astype(float) for b, v in base.items()}
@@ -130,7 +131,7 @@ def best_baselines(hist: Histories, hold: Holdout, base: dict[str, np.ndarray], 
         sel = bucket == name
         best, best_gain = "population_median", 0.0
         if sel.sum() >= 2:
-            for b in BASELINES:
+            for b in base:
                 d = loss[b][sel] - loss["population_median"][sel]
                 gain = -d.mean()
                 if gain > z * d.std(ddof=1) / np.sqrt(sel.sum()) and gain > best_gain:
@@ -190,38 +191,40 @@ def table(rep: dict, methods: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def choose(owner: np.ndarray, model_loss: np.ndarray, base_loss: np.ndarray, n_customers: int,
-           prior_windows: float = 4.0, margin: float = 0.1) -> np.ndarray:
-    """[N] bool: customers whose model clearly beat the baseline on their own held-out intervals.
+def choose(owner: np.ndarray, model_loss: np.ndarray, base_loss: np.ndarray, n_customers: int, z: float = 2.0) -> np.ndarray:
+    """[N] bool: customers whose own model beat the alternative on their own held-out intervals
+    beyond noise: the mean paired difference (model - alternative) must be below -z standard errors.
 
-    The model's validation error is optimistic (its epoch was picked on these same windows), and
-    with two or three windows "the model won" is often luck: on pure noise about half the models
-    win. So the mean loss difference (model - baseline) is shrunk toward 0 as if there were
-    `prior_windows` more intervals with no difference, and must beat `margin` times the baseline's
-    own mean loss. A customer without a model answer keeps the baseline.
+    With two or three windows "the model won" is often luck (on pure noise about half the models
+    win), and the model's epoch was chosen on these windows, so a plain "lower error" test would
+    trust many memorising models. A customer with fewer than two answered intervals keeps the
+    alternative: one interval is no evidence.
     """
     ok = np.isfinite(model_loss)
+    d = np.where(ok, model_loss - base_loss, 0.0)
     n = np.bincount(owner[ok], minlength=n_customers).astype(float)
-    diff = np.bincount(owner[ok], weights=(model_loss - base_loss)[ok], minlength=n_customers)
-    base = np.bincount(owner[ok], weights=base_loss[ok], minlength=n_customers)
-    shrunk = diff / (n + prior_windows)
-    return (n > 0) & (shrunk < -margin * base / np.maximum(n, 1.0))
+    s1 = np.bincount(owner[ok], weights=d[ok], minlength=n_customers)
+    s2 = np.bincount(owner[ok], weights=d[ok] ** 2, minlength=n_customers)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / n
+        var = np.maximum(s2 - n * mean**2, 0.0) / (n - 1)
+        return (n >= 2) & (mean < 0) & (mean + z * np.sqrt(var / n) < 0)
 
 
-def evaluate_run(hist: Histories, windows: Windows, is_val: np.ndarray, look_back: int, bins: tuple[float, ...],
-                 has_model: np.ndarray, val_days: np.ndarray, val_class: np.ndarray):
-    """Score a trained run against the baselines, pick each history bucket's best baseline, and
-    choose per customer between its model and that baseline.
+def evaluate_run(hist: Histories, hold: Holdout, bins: tuple[float, ...],
+                 has_model: np.ndarray, val_days: np.ndarray, val_class: np.ndarray, pooled_days: np.ndarray | None = None):
+    """Score a trained run against the baselines, pick each history bucket's answer (a baseline or
+    the pooled model), and choose per customer between its own model and that answer.
 
     has_model: [N] bool, customers with a healthy trained model; val_days / val_class: [M] its answer
     on each validation window (NaN / -1 elsewhere). Returns (chosen [N] bool: the model beat the
     bucket's baseline on the customer's own held-out intervals; {bucket: baseline}; the report;
     one row per held-out interval with every method's answer).
     """
-    hold = holdout(hist, windows, is_val, look_back)
     base = baselines(hist, hold)
-    fallback_by = best_baselines(hist, hold, base, bins)
-    fallback = pick(base, fallback_kind(hist.n_visits, fallback_by)[hold.owner])
+    candidates = base if pooled_days is None else {**base, "pooled": pooled_days}
+    fallback_by = best_baselines(hist, hold, candidates, bins)
+    fallback = pick(candidates, fallback_kind(hist.n_visits, fallback_by)[hold.owner])
     T, w = len(hold.target), hold.window
     lstm, cls = np.full(T, np.nan), np.full(T, -1)
     at = (w >= 0) & has_model[hold.owner]
@@ -236,15 +239,17 @@ def evaluate_run(hist: Histories, windows: Windows, is_val: np.ndarray, look_bac
     answers = {
         "auto": np.where(chosen[hold.owner] & np.isfinite(lstm), lstm, fallback),
         "per_customer": np.where(np.isfinite(lstm), lstm, base["customer_median"]),
+        **({} if pooled_days is None else {"pooled": pooled_days}),
         **base,
     }
     rep = report(hist, hold, answers, bins)
     rep["methods"] = {
-        "auto": "each customer's model where it clearly beat its history bucket's best baseline on these same "
-                "intervals (see evaluate.choose), else that baseline: choices made on the data they are scored on, "
-                "so somewhat optimistic",
+        "auto": "per history length the best of the baselines and the pooled model (see best_baselines); a "
+                "customer's own model where it beat that beyond noise on these same intervals (see choose): choices "
+                "made on the data they are scored on, so somewhat optimistic",
         "per_customer": "each customer's own model where it has one, else the customer's median (the classic recipe "
                         "plus the classic fallback)",
+        "pooled": "one shared LSTM trained on every customer's intervals (jaxlstm/pooled.py)",
         **{b: "see jaxlstm/evaluate.py" for b in BASELINES},
     }
     rep["fallback_by_history"] = fallback_by

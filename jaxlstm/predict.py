@@ -21,6 +21,7 @@ from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
 from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
+from jaxlstm.pooled import N_FEATURES, PooledModel
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params, stacked_state_shape
 
 # `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
@@ -40,8 +41,9 @@ class RunModel:
     diverged: [N] bool (those customers get a fallback with status 'diverged');
     answers: [N] bool, False where a baseline beat the customer's model on its validation windows
       (mode auto): those get the baseline with status 'baseline_beat_model';
-    fallback_by: {history bucket: baseline name} answering where no model does (None: the
-      customer's median, else the population median).
+    fallback_by: {history bucket: baseline name or "pooled"} answering where no own model does
+      (None: the customer's median, else the population median);
+    pooled: the shared model, when the run trained one.
     """
 
     config: Config
@@ -51,6 +53,7 @@ class RunModel:
     diverged: np.ndarray
     answers: np.ndarray
     fallback_by: dict[str, str] | None = None
+    pooled: PooledModel | None = None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -73,8 +76,12 @@ def load_run(run_dir: str | Path) -> RunModel:
             answers = table["model_answers"].to_numpy(bool)
     if (Path(run_dir) / "answers.json").exists():
         fallback_by = json.loads((Path(run_dir) / "answers.json").read_text())["fallback_by_history"]
+    pooled = None
+    if (Path(run_dir) / "pooled").exists():
+        params, center = checkpoint.restore_pooled(Path(run_dir) / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
+        pooled = PooledModel(config, params, center)
     return RunModel(config, keys, restored["center"], kept_params(state, config), np.asarray(state.diverged), answers,
-                    fallback_by)
+                    fallback_by, pooled)
 
 
 def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
@@ -132,7 +139,14 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     kind = fallback_kind(hist.n_visits, run.fallback_by or CLASSIC_FALLBACK)
     no_own = np.diff(hist.offsets) == 0  # a customer baseline without intervals is the population's
     kind[no_own & np.char.startswith(kind.astype(str), "customer_")] = "population_median"
-    fallback_days = pick(customer_baselines(hist), kind)
+    values = customer_baselines(hist)
+    need = np.flatnonzero((kind == "pooled") & ~(healthy & answers & windows.has_last))
+    if len(need) and run.pooled is not None:
+        values["pooled"] = np.full(N, np.nan)
+        values["pooled"][need] = run.pooled.answer(hist, need, np.diff(hist.offsets)[need])[0]
+    else:
+        kind[kind == "pooled"] = "population_median"  # an older run, or no interval to train on
+    fallback_days = pick(values, kind)
     model = kind.copy()
     has_window = np.diff(windows.offsets) > 0
     status = np.where(known & ~healthy, DIVERGED, np.where(~known & has_window, UNKNOWN, TOO_FEW)).astype(object)
@@ -147,6 +161,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
         days[idx] = decode(out[:, 0] + run.center[row[idx]])
     days = np.where(use, days, fallback_days)
     model[use], status[use] = PER_CUSTOMER, OK
+    status[model == "pooled"] = OK  # a model answered: the shared one (the `model` column says so)
 
     frame = pd.DataFrame(
         {

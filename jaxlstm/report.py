@@ -25,32 +25,33 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
         "buckets": _by_history(plt, ev, plots / "mae_by_history.png"),
         "curves": _curves(plt, metrics["history"], plots / "training_curves.png"),
     }
-    best = min((m for m in ev["overall"] if m not in ("auto", "per_customer") and ev["overall"][m]["mae_days"] is not None),
+    mode = metrics["mode"]
+    best = min((m for m in ev["overall"] if m not in ("auto", "per_customer", "pooled") and ev["overall"][m]["mae_days"] is not None),
                key=lambda m: ev["overall"][m]["mae_days"], default=None)
-    auto, base = ev["overall"]["auto"]["mae_days"], ev["overall"][best]["mae_days"] if best else None
-    verdict = (f"On the holdout the answers (`auto`) are off by **{auto:.2f} days** on average; the best simple "
-               f"baseline, `{best}`, by {base:.2f} days ({(1 - auto / base):+.1%})." if auto is not None and base else
+    ours, base = ev["overall"][mode]["mae_days"], ev["overall"][best]["mae_days"] if best else None
+    verdict = (f"On the holdout the answers (mode `{mode}`) are off by **{ours:.2f} days** on average; the best "
+               f"simple baseline, `{best}`, by {base:.2f} days ({(1 - ours / base):+.1%} better)." if ours is not None and base else
                "No held-out intervals: the log is too short to score anything.")
     rows = metrics.get("rows", {})
     lines = [
         "# jaxlstm run report",
         "",
-        f"{metrics['customers']:,} customers; {metrics['customers_with_model']:,} with a model of their own, "
-        f"{ev['customers_model_chosen']:,} of which answer (their model clearly beat the baseline on their own "
-        f"validation windows). Answers by model: "
-        + ", ".join(f"{k} {v:,}" for k, v in metrics["answers_by_model"].items()) + ".",
+        f"{metrics['customers']:,} customers, mode `{mode}`; {metrics['customers_with_model']:,} with a model of their "
+        f"own. Answered by: " + ", ".join(f"{k} {v:,}" for k, v in metrics["answers_by_model"].items()) + ".",
         "",
         verdict,
         "",
         "## Mean absolute error (days) on the holdout, by visits per customer",
         "",
-        f"Holdout: {ev['holdout']}; {ev['intervals']:,} intervals of {ev['customers']:,} customers. `auto` is what "
-        "`predictions.parquet` answers; its choices were made on these intervals, so it is somewhat optimistic. "
-        "`per_customer` is every customer's own model where it has one (the classic recipe), else its median.",
+        f"Holdout: {ev['holdout']}; {ev['intervals']:,} intervals of {ev['customers']:,} customers. "
+        f"`{mode}` is what `predictions.parquet` answers. `auto`: per history length the best of the baselines and "
+        "the shared model, and a customer's own model where it clearly beat that on the customer's validation "
+        "windows (choices made on these intervals: somewhat optimistic). `per_customer`: every customer's own model "
+        "where it has one (the classic recipe), else its median. `pooled`: one shared model for everyone.",
         "",
         table(ev),
         "",
-        "Baseline answering where no model does, by visits: "
+        "Answering where no own model does (`auto`), by visits: "
         + ", ".join(f"{k}: `{v}`" for k, v in ev["fallback_by_history"].items()) + ".",
         "",
         f"![predicted vs actual](plots/{names['scatter']})",

@@ -58,9 +58,9 @@ def customer_key(seed: jax.Array, seed_pair: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), seed_pair[0]), seed_pair[1])
 
 
-def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair: jax.Array) -> CustomerState:
+def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair: jax.Array, n_features: int = 1) -> CustomerState:
     key = customer_key(seed, seed_pair)
-    params = init_params(model, key, config.data.look_back, 1, config.model.forget_bias)
+    params = init_params(model, key, config.data.look_back, n_features, config.model.forget_bias)
     return CustomerState(
         params=params,
         opt_state=tx.init(params),
@@ -177,17 +177,17 @@ class Compiled(NamedTuple):
     shape: tuple[int, int]  # (C customers, B windows) per call
 
 
-def stacked_state_shape(config: Config, n: int) -> CustomerState:
+def stacked_state_shape(config: Config, n: int, n_features: int = 1) -> CustomerState:
     """Shapes and dtypes (no data) of the state of n customers: the abstract restore target."""
     model, tx = build_model(config), optimizer(config)
-    v_init = jax.vmap(lambda s, p: init_state(model, tx, config, s, p), in_axes=(None, 0))
+    v_init = jax.vmap(lambda s, p: init_state(model, tx, config, s, p, n_features), in_axes=(None, 0))
     return jax.eval_shape(v_init, jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((n, 2), jnp.uint32))
 
 
 ALL = ("init", "dropout", "train", "evaluate", "end_epoch")
 
 
-def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL) -> Compiled:
+def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1) -> Compiled:
     """vmap the one-customer functions over C customers, jit and compile them ahead of time, so
     compile time is measured apart and a shape mismatch fails loudly instead of recompiling.
     Programs are reused within a process for configs that differ only in what they do not depend on."""
@@ -197,13 +197,13 @@ def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL) -
         model=dataclasses.replace(config.model, mode="auto"),
         train=type(t)(learning_rate=t.learning_rate, rmsprop_decay=t.rmsprop_decay, rmsprop_eps=t.rmsprop_eps, patience=t.patience),
     )
-    return _compile_steps(key, C, B, tuple(only))
+    return _compile_steps(key, C, B, tuple(only), n_features)
 
 
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
-def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Compiled:
+def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int) -> Compiled:
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
-    L, F = config.data.look_back, 1
+    L, F = config.data.look_back, n_features
     y_dtype = jnp.int32 if K else jnp.float32
     seed = jax.ShapeDtypeStruct((), jnp.int32)
     seeds = jax.ShapeDtypeStruct((C, 2), jnp.uint32)
@@ -219,7 +219,7 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...]) -> Com
         # LAPACK kernel can deadlock its own thread pool on a 2-core machine (seen at 256
         # customers x 16 units: all threads parked in ParallelBatchMap). One QR at a time is safe,
         # and init runs once per chunk.
-        return jax.lax.map(lambda p: init_state(model, tx, config, seed, p), seeds)
+        return jax.lax.map(lambda p: init_state(model, tx, config, seed, p, F), seeds)
 
     state = jax.eval_shape(v_init, seed, seeds)
 

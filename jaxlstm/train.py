@@ -27,8 +27,9 @@ from jaxlstm.data.events import check_events
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import evaluate_run
+from jaxlstm.evaluate import evaluate_run, holdout
 from jaxlstm.report import write_report
+from jaxlstm.pooled import fit_pooled
 from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
@@ -298,6 +299,9 @@ def train_all(
     t_start = time.perf_counter()
     checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of)
     prep = prepare(checked.events, config)
+    mode = config.model.mode
+    if mode == "pooled":  # the shared model answers everyone: no per-customer models to train
+        prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
     if progress:
         skipped = f", {len(checked.rejected):,} bad rows set aside" if len(checked.rejected) else ""
@@ -310,20 +314,29 @@ def train_all(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(config.to_toml())
     rows = prep.model_rows
+    hold = holdout(prep.hist, prep.windows, prep.is_val, config.data.look_back)
+    pooled, pooled_history = None, []
+    if mode in ("auto", "pooled") and config.train.pooled_epochs > 0 and len(prep.hist.intervals):
+        pooled, pooled_history = fit_pooled(prep.hist, hold.start, config, progress)
     result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress)
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
     has_model = np.zeros(prep.hist.n_customers, bool)
     has_model[rows] = ~diverged
-    chosen, fallback_by, evaluation, holdout_frame = evaluate_run(prep.hist, prep.windows, prep.is_val, config.data.look_back, config.data.bins,
-                                      has_model, result.val_days, result.val_class)
-    auto = config.model.mode == "auto"
-    answers = chosen[rows] if auto else np.ones(len(rows), bool)
-    fallback_by = fallback_by if auto else None
+    pooled_days = pooled.answer(prep.hist, hold.owner, hold.pos)[0] if pooled is not None else None
+    chosen, fallback_by, evaluation, holdout_frame = evaluate_run(
+        prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days)
+    if mode == "per_customer":
+        answers, fallback_by = np.ones(len(rows), bool), None
+    elif mode == "pooled":
+        answers, fallback_by = np.zeros(len(rows), bool), {b: "pooled" for b in fallback_by} if pooled else None
+    else:
+        answers = chosen[rows]
     if result.state is not None:
         run = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged, answers,
-                       fallback_by)
+                       fallback_by, pooled)
     else:
-        run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool), fallback_by)
+        run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool),
+                       fallback_by, pooled)
     predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled), checked.orphans)
     if out is None:
         return predictions
@@ -344,13 +357,16 @@ def train_all(
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
-        {"mode": config.model.mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK}, indent=2)))
+        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK}, indent=2)))
+    if pooled is not None:
+        checkpoint.save_pooled(out / "pooled", pooled.params, pooled.center)
     if on_bad_rows == "skip":
         _write_atomic(out / "rejected_rows.parquet", checked.rejected.to_parquet)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)
     metrics["evaluation"] = evaluation
+    metrics["pooled_history"] = pooled_history
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = {"read": len(events), "used": len(checked.events), "rejected": len(checked.rejected),
                        "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),
@@ -368,6 +384,7 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
     windows_trained = int(sum(c.n_train.sum() for c in prep.chunks))
     return {
         "customers": int(len(predictions)),
+        "mode": config.model.mode,
         "customers_with_model": n_model,
         "customers_fallback": int((predictions["model"] != "per_customer").sum()),
         "answers_by_model": predictions["model"].value_counts().to_dict(),

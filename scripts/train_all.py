@@ -64,16 +64,17 @@ def main(argv=None) -> None:
                             on_bad_rows=args.on_bad_rows, as_of=args.as_of)
     with open(f"{out}/metrics.json") as f:
         m = json.load(f)
-    ev = m["evaluation"]
+    ev, mode = m["evaluation"], config.model.mode
     key = "accuracy" if config.n_classes else "mae_days"
     scored = {k: v[key] for k, v in ev["overall"].items() if v[key] is not None}
-    best = (max if config.n_classes else min)((k for k in scored if k not in ("auto", "per_customer")), key=scored.get, default=None)
-    score = (f"holdout {'accuracy' if config.n_classes else 'MAE days'}: {scored['auto']:.3f} "
-             f"(best simple baseline, {best}: {scored[best]:.3f})" if best and "auto" in scored else "no holdout to score")
+    simple = [k for k in scored if k not in ("auto", "per_customer", "pooled")]
+    best = (max if config.n_classes else min)(simple, key=scored.get, default=None)
+    score = (f"holdout {'accuracy' if config.n_classes else 'MAE days'}: {scored[mode]:.3f} "
+             f"(best simple baseline, {best}: {scored[best]:.3f})" if best and mode in scored else "no holdout to score")
+    answered = ", ".join(f"{k} {v:,}" for k, v in m["answers_by_model"].items())
     print(
-        f"{m['customers']:,} customers: {m['customers_with_model']:,} own models trained, {m['answers_by_model'].get('per_customer', 0):,} answer; "
-        f"baselines answer {m['customers_fallback']:,}. {m['epochs_run']} epochs in {m['seconds_train']:.1f} s "
-        f"(+{m['seconds_compile']:.1f} s compile); {score}"
+        f"{m['customers']:,} customers (mode {mode}; {m['customers_with_model']:,} own models trained); answered by "
+        f"{answered}. {m['epochs_run']} epochs in {m['seconds_train']:.1f} s (+{m['seconds_compile']:.1f} s compile); {score}"
     )
     if m["rows"]["rejected"]:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in m["rows"]["rejected_by_reason"].items())

@@ -39,12 +39,15 @@ def test_vmapped_training_equals_training_each_customer_alone(tiny):
 
 def test_same_seed_same_predictions_other_seed_differs(tiny):
     events = make_customers(30, seed=1, visits=(5, 30))
+    assert train_all(events, tiny, progress=False).equals(train_all(events, tiny, progress=False))  # auto: pooled too
+    tiny = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, mode="per_customer"))  # own models answer
     a = train_all(events, tiny, progress=False)
     b = train_all(events, tiny, progress=False)
     assert a.equals(b)
     other = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, seed=7))
     c = train_all(events, other, progress=False)
     model = a["model"] == "per_customer"
+    assert model.sum() > 0
     assert not np.allclose(a.loc[model, "predicted_interval_days"], c.loc[model, "predicted_interval_days"])
 
 

@@ -1,0 +1,143 @@
+"""One shared LSTM for every customer ("pooled"), so short histories train and get a learned answer.
+
+Every interval of every customer is an example. Its input is the up to `look_back` intervals before
+it, left-padded, each time step carrying four features:
+  0  log1p(days) minus the pooled centre (0 where padded)
+  1  1 where an interval is present, 0 where padded: the model knows what is padding
+  2  log1p(number of intervals before this one) / 4: how much history there is
+  3  mean log1p of all intervals before this one, minus the centre (0 with none): the customer's level
+So a customer with one visit still gets an answer (all padding: a learned constant), one with two
+intervals a shrunk blend of its one gap and everyone's, a long one its recent pattern.
+The same per-customer temporal holdout as everywhere (evaluate.holdout) splits the examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxlstm.config import Config
+from jaxlstm.data.batching import uniform
+from jaxlstm.data.intervals import Histories
+from jaxlstm.data.windows import bin_values, decode, encode, to_bins
+from jaxlstm.step import Compiled, compile_steps
+
+N_FEATURES = 4
+SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model's own "customer" seed
+
+
+def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float) -> np.ndarray:
+    """[P, L, 4] inputs for predicting interval `pos` (index within its customer) of customer `owner`
+    from the intervals before it; pos may equal the customer's interval count (the next, unseen one)."""
+    L = look_back
+    enc = encode(hist.intervals).astype(np.float64)
+    cum = np.r_[0.0, np.cumsum(enc)]
+    start = hist.offsets[owner]
+    back = pos[:, None] - L + np.arange(L)[None, :]  # interval index within the customer, per step
+    present = back >= 0
+    idx = np.clip(start[:, None] + back, 0, max(len(enc) - 1, 0))
+    values = np.where(present, (enc[idx] if len(enc) else 0.0) - center, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.where(pos > 0, (cum[start + pos] - cum[start]) / pos - center, 0.0)
+    count = np.log1p(pos) / 4.0
+    x = np.stack([values, present.astype(np.float64),
+                  np.broadcast_to(count[:, None], (len(pos), L)), np.broadcast_to(level[:, None], (len(pos), L))], -1)
+    return x.astype(np.float32)
+
+
+@dataclasses.dataclass
+class PooledModel:
+    """The shared model: params with a leading axis of 1 (the step functions' customer axis)."""
+
+    config: Config
+    params: Any
+    center: float
+    compiled: Compiled | None = None
+
+    def answer(self, hist: Histories, owner: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(days [P], class probabilities [P, K] or None) for interval `pos` of customer `owner`."""
+        cfg = self.config
+        B = cfg.train.pooled_batch
+        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=N_FEATURES)
+        x = features(hist, owner, pos, cfg.data.look_back, self.center)
+        out = _outputs(compiled, self.params, x, B, cfg)
+        if cfg.n_classes:
+            probs = np.asarray(jax.nn.softmax(out, axis=-1))
+            return bin_values(cfg.data.bins)[probs.argmax(-1)].astype(float), probs
+        return decode(out[:, 0] + self.center).astype(float), None
+
+
+def _outputs(compiled: Compiled, params, x: np.ndarray, B: int, cfg: Config) -> np.ndarray:
+    """Forward pass over x [P, L, F] in batches of B -> [P, K]."""
+    P = len(x)
+    y = np.zeros((1, B), np.int32 if cfg.n_classes else np.float32)
+    mask = np.ones((1, B), np.float32)
+    outs = []
+    for s in range(0, P, B):
+        part = np.zeros((1, B) + x.shape[1:], np.float32)
+        part[0, : min(B, P - s)] = x[s : s + B]
+        outs.append(np.asarray(compiled.evaluate(params, part, y, mask)[2])[0, : min(B, P - s)])
+    return np.concatenate(outs) if outs else np.zeros((0, cfg.n_classes or 1), np.float32)
+
+
+def examples(hist: Histories, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner [P], pos [P], is_val [P]): every interval of every customer; validation from the
+    customer's holdout start on."""
+    k = np.diff(hist.offsets)
+    owner = np.repeat(np.arange(hist.n_customers), k)
+    pos = np.arange(len(hist.intervals)) - hist.offsets[owner]
+    return owner, pos, pos >= start[owner]
+
+
+def fit_pooled(hist: Histories, start: np.ndarray, config: Config, progress: bool = True) -> tuple[PooledModel, list[dict]]:
+    """Train the pooled model on every pre-holdout interval, early-stopped on the holdout."""
+    t, d = config.train, config.data
+    B = t.pooled_batch
+    owner, pos, is_val = examples(hist, start)
+    train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    y_days = hist.intervals
+    center = float(encode(y_days[train_rows]).mean()) if len(train_rows) else 0.0
+    x = features(hist, owner, pos, d.look_back, center)
+    y = to_bins(y_days, d.bins) if d.bins else (encode(y_days) - center).astype(np.float32)
+    compiled = compile_steps(config, 1, B, n_features=N_FEATURES)
+    seed = np.int32(t.seed)
+    state = compiled.init(seed, SEED_PAIR)
+    history = []
+    bar = tqdm(range(t.pooled_epochs), desc="pooled", unit="epoch", disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        u = uniform(SEED_PAIR[:, 1].astype(np.uint64), (t.seed << 20) + 2 * epoch + 1, len(train_rows))[0]
+        order = train_rows[np.argsort(u, kind="stable")]
+        sums, ns = [], []
+        for k, s in enumerate(range(0, len(order), B)):
+            rows = order[s : s + B]
+            xb, yb, mb = _padded(x, y, rows, B)
+            drop = compiled.dropout(SEED_PAIR, seed, np.int32(epoch), np.int32(k))
+            state, (ls, n) = compiled.train(state, xb, yb, mb, drop)
+            sums.append(ls), ns.append(n)
+        vs, vn = np.zeros(1, np.float32), np.zeros(1, np.float32)
+        for s in range(0, len(val_rows), B):
+            xb, yb, mb = _padded(x, y, val_rows[s : s + B], B)
+            a, b, _ = compiled.evaluate(state.params, xb, yb, mb)
+            vs, vn = vs + np.asarray(a), vn + np.asarray(b)
+        state = compiled.end_epoch(state, vs, vn, np.int32(epoch))
+        row = {"epoch": epoch + 1, "train_loss": float(sum(np.asarray(a).sum() for a in sums) / max(sum(np.asarray(b).sum() for b in ns), 1)),
+               "val_loss": float(vs[0] / max(vn[0], 1))}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
+        if bool(np.asarray(state.stopped)[0]):
+            break
+    # many validation windows: picking the best epoch on them costs little optimism
+    params = jax.tree_util.tree_map(np.asarray, state.best_params)  # leading axis 1: one "customer"
+    return PooledModel(config, params, center, compiled), history
+
+
+def _padded(x: np.ndarray, y: np.ndarray, rows: np.ndarray, B: int):
+    xb = np.zeros((1, B) + x.shape[1:], np.float32)
+    yb = np.zeros((1, B), y.dtype)
+    mb = np.zeros((1, B), np.float32)
+    xb[0, : len(rows)], yb[0, : len(rows)], mb[0, : len(rows)] = x[rows], y[rows], 1.0
+    return xb, yb, mb
