@@ -126,8 +126,9 @@ def run(customers: int, epochs: int, visits=(20, 120), hidden: int = 8, config_p
     from jaxlstm import load_config, make_customers, train_all
     from jaxlstm.flops import train_flops
 
+    # mode per_customer: time the vmapped per-customer trainer alone (auto also trains the pooled model)
     overrides = {"train.epochs": epochs, "model.units": hidden, "model.dense": str(hidden), "train.patience": 0,
-                 "train.compilation_cache": cache}
+                 "train.compilation_cache": cache, "model.mode": "per_customer"}
     config = load_config(config_path, overrides)
     events = make_customers(customers, seed=seed, visits=tuple(visits))
     t0 = time.perf_counter()

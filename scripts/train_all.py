@@ -22,6 +22,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--time-col", help="timestamp column (default: config data.time_col = timestamp)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--mode", choices=("auto", "per_customer", "pooled"),
+                   help="who answers (model.mode): auto (default) picks per history length and per customer; "
+                        "per_customer: every customer's own model (the classic recipe); pooled: one shared model")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint (from the start if it has none yet)")
@@ -45,7 +48,8 @@ def main(argv=None) -> None:
         if not eq:
             raise InputError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         overrides[key.strip()] = value.strip()
-    for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed), ("data.id_col", args.id_col), ("data.time_col", args.time_col)):
+    for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed), ("model.mode", args.mode),
+                       ("data.id_col", args.id_col), ("data.time_col", args.time_col)):
         if value is not None:
             overrides[key] = value
     config = load_config(args.config, overrides)
