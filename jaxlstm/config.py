@@ -24,6 +24,7 @@ class DataConfig:
     bins: tuple[float, ...] = ()  # interval bin edges in days; empty = regression
     split: str = "temporal"  # "temporal": each customer's last windows validate; "random": 4:1
     val_fraction: float = 0.2
+    within_days: tuple[float, ...] = (7.0, 30.0)  # p_within_{k}d columns: P(next interval <= k days)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,7 @@ def validate(config: Config) -> None:
         (d.split in ("temporal", "random"), f"data.split must be 'temporal' or 'random', got '{d.split}'"),
         (0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}"),
         (all(b > 0 for b in d.bins), f"data.bins must be positive day counts, got {list(d.bins)}"),
+        (all(k > 0 for k in d.within_days), f"data.within_days must be positive day counts, got {list(d.within_days)}"),
         (all(a < b for a, b in zip(d.bins, d.bins[1:])), f"data.bins must increase, got {list(d.bins)}"),
         (m.lstm_layers >= 1 and m.units >= 1, "model.lstm_layers and model.units must be >= 1"),
         (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),

@@ -263,3 +263,71 @@ def evaluate_run(hist: Histories, hold: Holdout, bins: tuple[float, ...],
         **{f"{m}_days": a for m, a in answers.items()},
     })
     return chosen, fallback_by, rep, frame
+
+
+RESIDUAL_QUANTILES = np.linspace(0.005, 0.995, 100)
+
+
+def residual_quantiles(hist: Histories, hold: Holdout, answer: np.ndarray, min_count: int = 30) -> dict[str, list[float]]:
+    """Per history bucket, quantiles of log1p(actual) - log1p(answer) on the holdout (the overall
+    ones for a bucket with fewer than `min_count` intervals): the spread of the answers' errors,
+    from which `p_within` turns a point answer into P(next interval <= k days)."""
+    r = np.log1p(hold.target) - np.log1p(np.maximum(answer, 0.0))
+    ok = np.isfinite(r)
+    bucket = bucket_names(hist.n_visits)[hold.owner]
+    overall = np.quantile(r[ok], RESIDUAL_QUANTILES).tolist() if ok.sum() >= 2 else [0.0] * len(RESIDUAL_QUANTILES)
+    out = {}
+    for _, _, name in BUCKETS:
+        sel = ok & (bucket == name)
+        out[name] = np.quantile(r[sel], RESIDUAL_QUANTILES).tolist() if sel.sum() >= min_count else overall
+    return out
+
+
+def p_within(days: np.ndarray, buckets: np.ndarray, quantiles: dict[str, list[float]], k: float) -> np.ndarray:
+    """Raw P(next interval <= k days) for answers `days` of customers in history `buckets`: the share
+    of the bucket's held-out log-residuals that would have put the actual interval at or below k
+    (then calibrated, see within_model)."""
+    out = np.full(len(days), np.nan)
+    for name, q in quantiles.items():
+        sel = (buckets == name) & np.isfinite(days)
+        if sel.any():
+            gap = np.log1p(k) - np.log1p(np.maximum(days[sel], 0.0))
+            out[sel] = (np.asarray(q)[None, :] <= gap[:, None]).mean(1)
+    return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 0.01, 0.99)
+    return np.log(p / (1 - p))
+
+
+def fit_calibration(p_raw: np.ndarray, hit: np.ndarray, steps: int = 25) -> tuple[float, float]:
+    """(a, b) of p = sigmoid(a + b * logit(p_raw)) by maximum likelihood on the holdout (Newton
+    steps, a little ridge). With b = 0 it is the base rate, so on the holdout it never does worse
+    than a constant; where the raw probabilities carry no information it learns b ~ 0."""
+    ok = np.isfinite(p_raw)
+    x, y = _logit(p_raw[ok]), hit[ok].astype(float)
+    if len(y) < 10 or y.min() == y.max():
+        return float(_logit(np.array([y.mean() if len(y) else 0.5]))[0]), 0.0
+    X = np.stack([np.ones_like(x), x], 1)
+    w = np.zeros(2)
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(X @ w)))
+        grad = X.T @ (p - y) + 1e-3 * w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-3 * np.eye(2)
+        w -= np.linalg.solve(hess, grad)
+    return float(w[0]), float(w[1])
+
+
+def calibrated(p_raw: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
+    a, b = ab
+    return np.where(np.isfinite(p_raw), 1 / (1 + np.exp(-(a + b * _logit(p_raw)))), np.nan)
+
+
+def within_model(hist: Histories, hold: Holdout, answer: np.ndarray, ks: tuple[float, ...]) -> dict:
+    """What predictions need for p_within_{k}d: residual quantiles per bucket and, per k, the
+    calibration fitted on the holdout."""
+    q = residual_quantiles(hist, hold, answer)
+    buckets = bucket_names(hist.n_visits)[hold.owner]
+    cal = {f"{k:g}": fit_calibration(p_within(answer, buckets, q, k), hold.target <= k) for k in ks}
+    return {"residual_quantiles": q, "calibration": cal}

@@ -20,7 +20,7 @@ from jaxlstm.data.events import Checked, check_events
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
+from jaxlstm.evaluate import BUCKETS, bucket_names, calibrated, customer_baselines, fallback_kind, p_within, pick
 from jaxlstm.pooled import N_FEATURES, PooledModel
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params, stacked_state_shape
 
@@ -43,7 +43,8 @@ class RunModel:
       (mode auto): those get the baseline with status 'baseline_beat_model';
     fallback_by: {history bucket: baseline name or "pooled"} answering where no own model does
       (None: the customer's median, else the population median);
-    pooled: the shared model, when the run trained one.
+    pooled: the shared model, when the run trained one;
+    residuals: what p_within_*d needs (evaluate.within_model): residual quantiles and calibration.
     """
 
     config: Config
@@ -54,6 +55,7 @@ class RunModel:
     answers: np.ndarray
     fallback_by: dict[str, str] | None = None
     pooled: PooledModel | None = None
+    residuals: dict | None = None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -74,14 +76,16 @@ def load_run(run_dir: str | Path) -> RunModel:
         table = pd.read_parquet(chosen, columns=["model_answers"])
         if len(table) == len(keys):
             answers = table["model_answers"].to_numpy(bool)
+    residuals = None
     if (Path(run_dir) / "answers.json").exists():
-        fallback_by = json.loads((Path(run_dir) / "answers.json").read_text())["fallback_by_history"]
+        saved = json.loads((Path(run_dir) / "answers.json").read_text())
+        fallback_by, residuals = saved["fallback_by_history"], saved.get("p_within")
     pooled = None
     if (Path(run_dir) / "pooled").exists():
         params, center = checkpoint.restore_pooled(Path(run_dir) / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
         pooled = PooledModel(config, params, center)
     return RunModel(config, keys, restored["center"], kept_params(state, config), np.asarray(state.diverged), answers,
-                    fallback_by, pooled)
+                    fallback_by, pooled, residuals)
 
 
 def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
@@ -174,6 +178,13 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
             "status": status,
         }
     )
+    if run.residuals and not cfg.n_classes:
+        buckets = bucket_names(hist.n_visits)
+        below = np.zeros(N)
+        for k in sorted(cfg.data.within_days):  # calibrated one k at a time: keep them monotone in k
+            raw = p_within(days, buckets, run.residuals["residual_quantiles"], k)
+            below = np.fmax(below, calibrated(raw, run.residuals["calibration"][f"{k:g}"]))
+            frame[f"p_within_{k:g}d"] = np.where(np.isfinite(days), below, np.nan)
     if cfg.n_classes:
         for k in range(cfg.n_classes):
             frame[f"p_bin_{k}"] = probs[:, k]

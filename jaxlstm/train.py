@@ -27,7 +27,7 @@ from jaxlstm.data.events import check_events
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import evaluate_run, holdout
+from jaxlstm.evaluate import evaluate_run, holdout, within_model
 from jaxlstm.report import write_report
 from jaxlstm.pooled import fit_pooled
 from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
@@ -325,6 +325,9 @@ def train_all(
     pooled_days = pooled.answer(prep.hist, hold.owner, hold.pos)[0] if pooled is not None else None
     chosen, fallback_by, evaluation, holdout_frame = evaluate_run(
         prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days)
+    mine = holdout_frame.get(f"{mode}_days")
+    residuals = (within_model(prep.hist, hold, mine.to_numpy(), config.data.within_days)
+                 if mine is not None and len(mine) and not config.n_classes else None)
     if mode == "per_customer":
         answers, fallback_by = np.ones(len(rows), bool), None
     elif mode == "pooled":
@@ -333,10 +336,10 @@ def train_all(
         answers = chosen[rows]
     if result.state is not None:
         run = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged, answers,
-                       fallback_by, pooled)
+                       fallback_by, pooled, residuals)
     else:
         run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool),
-                       fallback_by, pooled)
+                       fallback_by, pooled, residuals)
     predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled), checked.orphans)
     if out is None:
         return predictions
@@ -357,7 +360,7 @@ def train_all(
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
-        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK}, indent=2)))
+        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "p_within": residuals}, indent=2)))
     if pooled is not None:
         checkpoint.save_pooled(out / "pooled", pooled.params, pooled.center)
     if on_bad_rows == "skip":

@@ -13,7 +13,8 @@ from jaxlstm.evaluate import BASELINES
 from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
-COLUMNS = ["customer_id", "n_visits", "last_visit", "predicted_interval_days", "predicted_next_visit", "model", "status"]
+COLUMNS = ["customer_id", "n_visits", "last_visit", "predicted_interval_days", "predicted_next_visit", "model", "status",
+           "p_within_7d", "p_within_30d"]
 
 
 def test_example_log_every_customer_exactly_once(tiny, tmp_path):
