@@ -1,18 +1,21 @@
 """Answers against simple baselines: the holdout and baselines by hand, and `auto` on a true future
 interval (generated beyond the training log) where a baseline is optimal and where history has signal."""
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import visit_log
+from conftest import ROOT, visit_log
 from jaxlstm import load_config, train_all
 from jaxlstm.data.batching import split_windows
 from jaxlstm.data.events import validate_events
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
+from jaxlstm.errors import InputError
 from jaxlstm.evaluate import baselines, customer_baselines, holdout
 
 
@@ -105,3 +108,15 @@ def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal
     holdout = pd.read_parquet(tmp_path / "run" / "holdout.parquet")
     assert len(holdout) == report["intervals"]
     assert abs(holdout["auto_days"].sub(holdout["actual_days"]).abs().mean() - report["overall"]["auto"]["mae_days"]) < 1e-9
+
+    # one customer's picture from the saved run
+    events.to_parquet(tmp_path / "visits.parquet")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("plot_customer", ROOT / "scripts" / "plot_customer.py")
+    plot_customer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_customer)
+    plot_customer.main(["--run", str(tmp_path / "run"), "--customers", str(tmp_path / "visits.parquet"),
+                        "--customer", "alternating001", "--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InputError, match="no customer 'nobody' in column 'customer_id'"):
+        plot_customer.main(["--run", str(tmp_path / "run"), "--customers", str(tmp_path / "visits.parquet"), "--customer", "nobody"])
