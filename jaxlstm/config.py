@@ -37,7 +37,9 @@ class ModelConfig:
     dense_activation: str = "relu"
     forget_bias: float = 1.0  # added to the forget-gate bias at init, as Keras does
     cell: str = "fused"  # "fused": Flax's cell parameters, gates as one matmul (faster); "flax": nn.RNN
-    loss: str = "mse"  # regression loss on log1p days: "mse" or "mae" (with bins: cross-entropy)
+    # regression loss on log1p days: "mae" (predicts the median: won on the example log and on generated
+    # logs, see README) or "mse" (the recipe's; predicts the mean log); with bins: cross-entropy
+    loss: str = "mae"
     # "auto": the shared (pooled) model or a baseline answers, whichever scores best on the holdout
     # for customers of the same history length, and a customer's own model only where it clearly
     # beat that on its own validation windows; "per_customer": every own model answers (the classic
