@@ -62,6 +62,7 @@ class TrainConfig:
     chunk_customers: int = 256  # customers per compiled call (256 was fastest on a 2-core CPU)
     pooled_epochs: int = 20  # the shared model (modes auto and pooled) sees every customer's windows each epoch
     pooled_batch: int = 512
+    pooled_examples_per_epoch: int = 200_000  # a random subset of all intervals each epoch (big logs)
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
 
@@ -193,6 +194,7 @@ def validate(config: Config) -> None:
         (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
         (t.pooled_epochs >= 0, f"train.pooled_epochs must be >= 0, got {t.pooled_epochs}"),
         (t.pooled_batch >= 1, f"train.pooled_batch must be >= 1, got {t.pooled_batch}"),
+        (t.pooled_examples_per_epoch >= 1, f"train.pooled_examples_per_epoch must be >= 1, got {t.pooled_examples_per_epoch}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -110,7 +110,9 @@ def fit_pooled(hist: Histories, start: np.ndarray, config: Config, progress: boo
     bar = tqdm(range(t.pooled_epochs), desc="pooled", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         u = uniform(SEED_PAIR[:, 1].astype(np.uint64), (t.seed << 20) + 2 * epoch + 1, len(train_rows))[0]
-        order = train_rows[np.argsort(u, kind="stable")]
+        # a fresh random subset each epoch: the shared model converges long before a million
+        # customers' intervals have each been seen 20 times
+        order = train_rows[np.argsort(u, kind="stable")][: t.pooled_examples_per_epoch]
         sums, ns = [], []
         for k, s in enumerate(range(0, len(order), B)):
             rows = order[s : s + B]
