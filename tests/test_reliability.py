@@ -114,6 +114,12 @@ def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch,
     train_all(make_customers(6, seed=1, visits=(6, 9)), tiny, tmp_path / "run", progress=False)
     line = _cli_fails(PREDICT, ["--run", "run", "--customers", "null_time.csv", "--out", "p.parquet"], capsys)
     assert "null_time.csv: column 'timestamp': missing timestamp at lines 5" in line
+    # the same file with --on-bad-rows skip: customer c (only a bad row) is kept, with a reason
+    _cli.run(PREDICT.main, ["--run", "run", "--customers", "null_time.csv", "--out", "p.parquet", "--on-bad-rows", "skip"])
+    pred = pd.read_parquet(tmp_path / "p.parquet").set_index("customer_id")
+    assert sorted(pred.index) == ["a", "b", "c"] and pred.loc["c", "status"] == "all_rows_rejected"
+    rejected = pd.read_parquet(tmp_path / "p.rejected_rows.parquet")
+    assert rejected[["row", "customer_id", "reason"]].values.tolist() == [[5, "c", "missing timestamp"]]
 
 
 def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path, tiny, capsys):
