@@ -20,12 +20,11 @@ SCHEMA_VERSION = 1
 
 def fingerprint(config: Config, *arrays: np.ndarray) -> str:
     """sha256 of the data arrays and of the config keys that change what is trained (epoch count,
-    checkpoint cadence, caching and the answer mode may differ between a run and its resume)."""
+    checkpoint cadence and caching may differ between a run and its resume)."""
     h = hashlib.sha256()
     cfg = config.to_dict()
     for k in ("epochs", "checkpoint_every", "compilation_cache", "pooled_epochs", "pooled_batch", "pooled_examples_per_epoch"):
         cfg["train"].pop(k)
-    cfg["model"].pop("mode")  # chosen after training
     h.update(json.dumps(cfg, sort_keys=True).encode())
     for a in arrays:
         a = np.ascontiguousarray(a)

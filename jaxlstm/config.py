@@ -43,7 +43,8 @@ class ModelConfig:
     # "auto": the shared (pooled) model or a baseline answers, whichever scores best on the holdout
     # for customers of the same history length, and a customer's own model only where it clearly
     # beat that on its own validation windows; "per_customer": every own model answers (the classic
-    # recipe); "pooled": the shared model answers everyone (no per-customer training)
+    # recipe); "pooled": the shared model answers everyone (no per-customer training); "finetune":
+    # every customer's own model starts from the shared model's weights and answers
     mode: str = "auto"
 
 
@@ -202,4 +203,4 @@ def validate(config: Config) -> None:
 
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
-MODES = ("auto", "per_customer", "pooled")
+MODES = ("auto", "per_customer", "pooled", "finetune")

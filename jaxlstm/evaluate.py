@@ -26,6 +26,7 @@ from jaxlstm.data.windows import Windows, to_bins
 
 BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 5, "4-5"), (6, 10, "6-10"), (11, np.iinfo(np.int64).max, "11+"))
 BASELINES = ("customer_mean", "customer_median", "customer_last", "population_median", "constant")
+MODES = ("auto", "per_customer", "pooled", "finetune")  # answers of the trained modes in a report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +213,8 @@ def choose(owner: np.ndarray, model_loss: np.ndarray, base_loss: np.ndarray, n_c
 
 
 def evaluate_run(hist: Histories, hold: Holdout, bins: tuple[float, ...],
-                 has_model: np.ndarray, val_days: np.ndarray, val_class: np.ndarray, pooled_days: np.ndarray | None = None):
+                 has_model: np.ndarray, val_days: np.ndarray, val_class: np.ndarray, pooled_days: np.ndarray | None = None,
+                 mode: str = "auto"):
     """Score a trained run against the baselines, pick each history bucket's answer (a baseline or
     the pooled model), and choose per customer between its own model and that answer.
 
@@ -242,6 +244,9 @@ def evaluate_run(hist: Histories, hold: Holdout, bins: tuple[float, ...],
         **({} if pooled_days is None else {"pooled": pooled_days}),
         **base,
     }
+    if mode == "finetune":  # own models started from the pooled one; the pooled one answers the rest
+        answers = {"finetune": np.where(np.isfinite(lstm), lstm, pooled_days if pooled_days is not None else base["customer_median"]),
+                   **answers}
     rep = report(hist, hold, answers, bins)
     rep["methods"] = {
         "auto": "per history length the best of the baselines and the pooled model (see best_baselines); a "

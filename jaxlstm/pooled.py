@@ -30,6 +30,23 @@ N_FEATURES = 4
 SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model's own "customer" seed
 
 
+def n_features(config: Config) -> int:
+    """Inputs per time step of the per-customer models: fine-tuned ones share the pooled inputs."""
+    return N_FEATURES if config.model.mode == "finetune" else 1
+
+
+def window_features(hist: Histories, windows, look_back: int, center: float):
+    """inputs(window indices, centers) for batching.pack_chunks: the pooled features of each window
+    (window w of customer r predicts interval look_back + w of r)."""
+    owner = np.repeat(np.arange(hist.n_customers), windows.counts)
+
+    def inputs(g: np.ndarray, _centers: np.ndarray) -> np.ndarray:
+        g = np.asarray(g, np.int64)
+        return features(hist, owner[g], look_back + g - windows.offsets[owner[g]], look_back, center)
+
+    return inputs
+
+
 def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float) -> np.ndarray:
     """[P, L, 4] inputs for predicting interval `pos` (index within its customer) of customer `owner`
     from the intervals before it; pos may equal the customer's interval count (the next, unseen one)."""

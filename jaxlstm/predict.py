@@ -21,11 +21,11 @@ from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
 from jaxlstm.evaluate import BUCKETS, bucket_names, calibrated, customer_baselines, fallback_kind, p_within, pick
-from jaxlstm.pooled import N_FEATURES, PooledModel
+from jaxlstm.pooled import N_FEATURES, PooledModel, features, n_features
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params, stacked_state_shape
 
 # `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
-PER_CUSTOMER, NONE = "per_customer", "none"
+PER_CUSTOMER, FINETUNED, NONE = "per_customer", "finetuned", "none"
 # `status` column values
 OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED = "ok", "too_few_visits", "unknown_customer", "diverged", "all_rows_rejected"
 BASELINE_WON = "baseline_beat_model"
@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path) -> RunModel:
     step, meta = found
     config = from_dict(meta["config"])
     keys = np.asarray(meta["customer_ids"], dtype=str)
-    abstract = checkpoint_tree(stacked_state_shape(config, len(keys)), np.zeros(len(keys), np.float32), 0)
+    abstract = checkpoint_tree(stacked_state_shape(config, len(keys), n_features(config)), np.zeros(len(keys), np.float32), 0)
     restored = checkpoint.restore(ckpt, step, abstract)
     state = CustomerState(**restored["customers"])
     answers, fallback_by = np.ones(len(keys), bool), None
@@ -93,25 +93,25 @@ def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dic
     return {"customers": state._asdict(), "center": center, "epoch": np.array(epoch)}
 
 
-def _forward(run: RunModel, rows: np.ndarray, x_days: np.ndarray, compiled: Compiled | None) -> np.ndarray:
-    """Model outputs [n, K] for run customers `rows` on windows x_days [n, L] (days)."""
+def _forward(run: RunModel, rows: np.ndarray, x: np.ndarray, compiled: Compiled | None) -> np.ndarray:
+    """Model outputs [n, K] for run customers `rows` on one input window each, x [n, L, F]."""
     cfg = run.config
     if len(rows) == 0:
         return np.zeros((0, cfg.n_classes or 1), np.float32)
     if compiled is None:
-        compiled = compile_steps(cfg, max(1, min(cfg.train.chunk_customers, len(rows))), cfg.train.batch_size, only=("evaluate",))
+        compiled = compile_steps(cfg, max(1, min(cfg.train.chunk_customers, len(rows))), cfg.train.batch_size,
+                                 only=("evaluate",), n_features=x.shape[-1])
     C, B = compiled.shape
-    L = cfg.data.look_back
     pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
-    rows, x_days = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x_days, np.repeat(x_days[:1], pad, 0)])
+    rows, x = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x, np.repeat(x[:1], pad, 0)])
     y, mask = np.zeros((C, B), np.int32 if cfg.n_classes else np.float32), np.zeros((C, B), np.float32)
     outs = []
     for start in range(0, len(rows), C):
         part = rows[start : start + C]
         params = jax.tree_util.tree_map(lambda a: a[part], run.params)
-        x = np.zeros((C, B, L, 1), np.float32)
-        x[:, 0] = model_inputs(x_days[start : start + C], run.center[part])
-        outs.append(np.asarray(compiled.evaluate(params, x, y, mask)[2])[:, 0])
+        xb = np.zeros((C, B) + x.shape[1:], np.float32)
+        xb[:, 0] = x[start : start + C]
+        outs.append(np.asarray(compiled.evaluate(params, xb, y, mask)[2])[:, 0])
     return np.concatenate(outs)[: len(rows) - pad]
 
 
@@ -156,7 +156,11 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     status = np.where(known & ~healthy, DIVERGED, np.where(~known & has_window, UNKNOWN, TOO_FEW)).astype(object)
     status[healthy & ~answers] = BASELINE_WON
 
-    out = _forward(run, row[idx], windows.last[idx], compiled)
+    if n_features(cfg) > 1:  # fine-tuned models read the pooled inputs of the next, unseen interval
+        x = features(hist, idx, np.diff(hist.offsets)[idx], cfg.data.look_back, float(run.center[0]) if len(run.center) else 0.0)
+    else:
+        x = model_inputs(windows.last[idx], run.center[row[idx]])
+    out = _forward(run, row[idx], x, compiled)
     if cfg.n_classes:
         probs = np.full((N, cfg.n_classes), np.nan, np.float32)
         probs[idx] = np.asarray(jax.nn.softmax(out, axis=-1))
@@ -164,7 +168,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     else:
         days[idx] = decode(out[:, 0] + run.center[row[idx]])
     days = np.where(use, days, fallback_days)
-    model[use], status[use] = PER_CUSTOMER, OK
+    model[use], status[use] = FINETUNED if n_features(cfg) > 1 else PER_CUSTOMER, OK
     status[model == "pooled"] = OK  # a model answered: the shared one (the `model` column says so)
 
     frame = pd.DataFrame(

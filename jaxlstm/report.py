@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxlstm.evaluate import BUCKETS, table
+from jaxlstm.evaluate import BASELINES, BUCKETS, table
 
 
 def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
@@ -26,7 +26,7 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
         "curves": _curves(plt, metrics["history"], plots / "training_curves.png"),
     }
     mode = metrics["mode"]
-    best = min((m for m in ev["overall"] if m not in ("auto", "per_customer", "pooled") and ev["overall"][m]["mae_days"] is not None),
+    best = min((m for m in ev["overall"] if m in BASELINES and ev["overall"][m]["mae_days"] is not None),
                key=lambda m: ev["overall"][m]["mae_days"], default=None)
     ours, base = ev["overall"][mode]["mae_days"], ev["overall"][best]["mae_days"] if best else None
     verdict = (f"On the holdout the answers (mode `{mode}`) are off by **{ours:.2f} days** on average; the best "
@@ -47,7 +47,8 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
         f"`{mode}` is what `predictions.parquet` answers. `auto`: per history length the best of the baselines and "
         "the shared model, and a customer's own model where it clearly beat that on the customer's validation "
         "windows (choices made on these intervals: somewhat optimistic). `per_customer`: every customer's own model "
-        "where it has one (the classic recipe), else its median. `pooled`: one shared model for everyone.",
+        "where it has one (the classic recipe), else its median. `pooled`: one shared model for everyone. "
+        "`finetune` (when run): own models started from the shared one, the shared one for the rest.",
         "",
         table(ev),
         "",

@@ -29,7 +29,7 @@ from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_b
 from jaxlstm.errors import InputError
 from jaxlstm.evaluate import evaluate_run, holdout, within_model
 from jaxlstm.report import write_report
-from jaxlstm.pooled import fit_pooled
+from jaxlstm.pooled import PooledModel, fit_pooled, window_features
 from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
@@ -58,10 +58,22 @@ def prepare(events: pd.DataFrame, config: Config) -> Prepared:
     seeds = batching.customer_seeds(hist.keys)
     is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)
     center = batching.centers(windows, is_val)
-    rows = np.flatnonzero(windows.counts > 0)
-    C = max(1, min(t.chunk_customers, len(rows)))
-    chunks = batching.pack_chunks(windows, is_val, center, seeds, rows, C, t.batch_size, d.bins)
-    return Prepared(hist, windows, is_val, center, seeds, chunks)
+    return _packed(Prepared(hist, windows, is_val, center, seeds, []), config)
+
+
+def _packed(prep: Prepared, config: Config, inputs=None) -> Prepared:
+    rows = np.flatnonzero(prep.windows.counts > 0)
+    C = max(1, min(config.train.chunk_customers, len(rows)))
+    chunks = batching.pack_chunks(prep.windows, prep.is_val, prep.center, prep.seeds, rows, C, config.train.batch_size,
+                                  config.data.bins, inputs)
+    return dataclasses.replace(prep, chunks=chunks)
+
+
+def for_finetuning(prep: Prepared, config: Config, pooled: PooledModel) -> Prepared:
+    """The same customers repacked for fine-tuning the pooled model: its inputs and its centre."""
+    center = np.full(prep.hist.n_customers, pooled.center, np.float32)
+    inputs = window_features(prep.hist, prep.windows, config.data.look_back, pooled.center)
+    return _packed(dataclasses.replace(prep, center=center), config, inputs)
 
 
 def _shuffled(chunk: batching.Chunk, run_seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +147,10 @@ class Fit:
     val_class: np.ndarray  # [M] its class when binning, else -1
 
 
-def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True) -> Fit:
-    """Train every customer's model. Resumes from the latest checkpoint in `ckpt_dir` if asked."""
+def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
+        start_from: Any = None) -> Fit:
+    """Train every customer's model. Resumes from the latest checkpoint in `ckpt_dir` if asked.
+    start_from: parameters (leading axis 1) every customer starts from instead of its own init."""
     t = config.train
     chunks, B = prep.chunks, t.batch_size
     keys = prep.hist.keys[prep.model_rows]
@@ -146,10 +160,13 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0), np.full(M, np.nan), np.full(M, -1))
     C = len(chunks[0].rows)
     t_compile = time.perf_counter()
-    compiled = compile_steps(config, C, B)
+    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1])
     seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
     seed = np.int32(t.seed)
     states = [compiled.init(seed, c.seeds) for c in chunks]
+    if start_from is not None:  # RMSprop's state starts at zero whatever the parameters: keep it
+        tiled = jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from)
+        states = [st._replace(params=tiled, best_params=tiled) for st in states]
     print_ = _say if progress else (lambda *_: None)
 
     fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
@@ -316,15 +333,20 @@ def train_all(
     rows = prep.model_rows
     hold = holdout(prep.hist, prep.windows, prep.is_val, config.data.look_back)
     pooled, pooled_history = None, []
-    if mode in ("auto", "pooled") and config.train.pooled_epochs > 0 and len(prep.hist.intervals):
+    if mode in ("auto", "pooled", "finetune") and config.train.pooled_epochs > 0 and len(prep.hist.intervals):
         pooled, pooled_history = fit_pooled(prep.hist, hold.start, config, progress)
-    result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress)
+    start_from = None
+    if mode == "finetune" and pooled is not None:
+        prep, start_from = for_finetuning(prep, config, pooled), pooled.params
+        rows = prep.model_rows
+    result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress,
+                 start_from=start_from)
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
     has_model = np.zeros(prep.hist.n_customers, bool)
     has_model[rows] = ~diverged
     pooled_days = pooled.answer(prep.hist, hold.owner, hold.pos)[0] if pooled is not None else None
     chosen, fallback_by, evaluation, holdout_frame = evaluate_run(
-        prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days)
+        prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days, mode)
     mine = holdout_frame.get(f"{mode}_days")
     residuals = (within_model(prep.hist, hold, mine.to_numpy(), config.data.within_days)
                  if mine is not None and len(mine) and not config.n_classes else None)
@@ -332,6 +354,8 @@ def train_all(
         answers, fallback_by = np.ones(len(rows), bool), None
     elif mode == "pooled":
         answers, fallback_by = np.zeros(len(rows), bool), {b: "pooled" for b in fallback_by} if pooled else None
+    elif mode == "finetune":  # every fine-tuned model answers; the pooled model the others
+        answers, fallback_by = np.ones(len(rows), bool), {b: "pooled" for b in fallback_by} if pooled else None
     else:
         answers = chosen[rows]
     if result.state is not None:

@@ -22,9 +22,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--time-col", help="timestamp column (default: config data.time_col = timestamp)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--mode", choices=("auto", "per_customer", "pooled"),
+    p.add_argument("--mode", choices=("auto", "per_customer", "pooled", "finetune"),
                    help="who answers (model.mode): auto (default) picks per history length and per customer; "
-                        "per_customer: every customer's own model (the classic recipe); pooled: one shared model")
+                        "per_customer: every customer's own model (the classic recipe); pooled: one shared model; "
+                        "finetune: own models started from the shared one")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint (from the start if it has none yet)")
@@ -41,6 +42,7 @@ def main(argv=None) -> None:
     from jaxlstm import load_config, make_customers, train_all
     from jaxlstm.data.events import read_table
     from jaxlstm.errors import InputError
+    from jaxlstm.evaluate import BASELINES
 
     overrides = {}
     for item in args.set:
@@ -71,7 +73,7 @@ def main(argv=None) -> None:
     ev, mode = m["evaluation"], config.model.mode
     key = "accuracy" if config.n_classes else "mae_days"
     scored = {k: v[key] for k, v in ev["overall"].items() if v[key] is not None}
-    simple = [k for k in scored if k not in ("auto", "per_customer", "pooled")]
+    simple = [k for k in scored if k in BASELINES]
     best = (max if config.n_classes else min)(simple, key=scored.get, default=None)
     score = (f"holdout {'accuracy' if config.n_classes else 'MAE days'}: {scored[mode]:.3f} "
              f"(best simple baseline, {best}: {scored[best]:.3f})" if best and mode in scored else "no holdout to score")

@@ -1,6 +1,7 @@
 """Answers against simple baselines: the holdout and baselines by hand, and `auto` on a true future
 interval (generated beyond the training log) where a baseline is optimal and where history has signal."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -17,6 +18,7 @@ from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
 from jaxlstm.evaluate import baselines, customer_baselines, holdout
+from jaxlstm.synth import make_customers
 
 
 def test_holdout_and_baselines_by_hand():
@@ -120,3 +122,17 @@ def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(InputError, match="no customer 'nobody' in column 'customer_id'"):
         plot_customer.main(["--run", str(tmp_path / "run"), "--customers", str(tmp_path / "visits.parquet"), "--customer", "nobody"])
+
+
+def test_finetune_starts_from_the_pooled_model():
+    """With no fine-tuning epochs, every fine-tuned model answers exactly what the pooled model does;
+    with some, they move away from it."""
+    events = make_customers(40, seed=6, visits=(3, 30))
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"train.pooled_epochs": 3, "train.epochs": 0, "model.mode": "finetune"})
+    tuned0 = train_all(events, cfg, progress=False)
+    pooled = train_all(events, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mode="pooled")), progress=False)
+    own = tuned0["model"] == "finetuned"
+    assert own.sum() > 10 and (tuned0.loc[~own, "model"] == "pooled").all()
+    np.testing.assert_allclose(tuned0["predicted_interval_days"], pooled["predicted_interval_days"], rtol=2e-5)
+    tuned = train_all(events, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=5)), progress=False)
+    assert not np.allclose(tuned.loc[own, "predicted_interval_days"], pooled.loc[own, "predicted_interval_days"], rtol=1e-3)

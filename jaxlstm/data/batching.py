@@ -129,14 +129,18 @@ def pack_chunks(
     chunk_size: int,
     batch_size: int,
     bins: tuple[float, ...] = (),
+    inputs=None,
 ) -> list[Chunk]:
-    """Pack customers `rows` (each with >= 1 training window) into chunks of `chunk_size` customers."""
+    """Pack customers `rows` (each with >= 1 training window) into chunks of `chunk_size` customers.
+    `inputs(window indices, centers) -> [n, L, F]` builds the model inputs (default: `model_inputs`)."""
+    inputs = inputs or (lambda g, c: model_inputs(windows.x[g], c))
     counts = np.diff(windows.offsets)
     n_train_all = np.bincount(np.repeat(np.arange(len(counts)), counts)[~is_val], minlength=len(counts))
     rows = np.asarray(rows, np.int64)
     rows = rows[np.lexsort((rows, -n_train_all[rows]))]  # most windows first; ties by row
     C, B = chunk_size, batch_size
     L = windows.x.shape[1]
+    F = inputs(np.zeros(1, np.int64), np.zeros(1, np.float32)).shape[-1] if len(windows.x) else 1
     y_dtype = np.int32 if bins else np.float32
     chunks = []
     for start in range(0, len(rows), C):
@@ -152,11 +156,11 @@ def pack_chunks(
         c = np.where(real, center[np.maximum(part, 0)], 0.0).astype(np.float32)
 
         def pack(groups, W):
-            x = np.zeros((C, W, L, 1), np.float32)
+            x = np.zeros((C, W, L, F), np.float32)
             y = np.zeros((C, W), y_dtype)
             for i, g in enumerate(groups):
                 if len(g):
-                    x[i, : len(g)] = model_inputs(windows.x[g], np.full(len(g), c[i], np.float32))
+                    x[i, : len(g)] = inputs(g, np.full(len(g), c[i], np.float32))
                     y[i, : len(g)] = model_targets(windows.y[g], np.full(len(g), c[i], np.float32), bins)
             return x, y
 
