@@ -1,8 +1,10 @@
 """train_all: visit log in, one LSTM per customer trained all at once, predictions out.
 
     events -> histories -> windows -> split -> chunks of C customers
+    -> (modes auto, pooled, finetune) the shared model over every customer's intervals
     -> for each epoch, for each chunk: minibatch steps (vmapped, jitted), validation, best-keeping
-    -> Orbax checkpoints every N epochs -> per-customer predictions
+    -> Orbax checkpoints every N epochs
+    -> holdout scores against baselines, the choice of who answers -> per-customer predictions
 """
 
 from __future__ import annotations
@@ -298,8 +300,9 @@ def train_all(
       events: visit table, one row per visit, with the columns `config.data.id_col` and
         `config.data.time_col` (timestamps, dates or ISO-8601 text).
       config: a `Config` (default: `Config()`, i.e. configs/default.toml).
-      out_dir: where to write predictions.parquet, metrics.json, customer_metrics.parquet,
-        config.toml and checkpoints/ (None: write nothing, no checkpoints).
+      out_dir: where to write predictions.parquet, metrics.json, report.md + plots/,
+        holdout.parquet, customer_metrics.parquet, answers.json, config.toml, checkpoints/ and
+        pooled/ (None: write nothing, no checkpoints).
       resume: continue from the latest checkpoint in out_dir (same data and config required).
       progress: show a progress bar on stderr.
       source: the name bad-input errors give the table (e.g. its file name).
