@@ -66,7 +66,7 @@ def draw(points: list[dict], path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        print("matplotlib not installed (pip install -e .): no plot", file=sys.stderr)
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for hidden in sorted({r["hidden"] for r in points}):

@@ -142,30 +142,33 @@ def pack_chunks(
     L = windows.x.shape[1]
     F = inputs(np.zeros(1, np.int64), np.zeros(1, np.float32)).shape[-1] if len(windows.x) else 1
     y_dtype = np.int32 if bins else np.float32
+    owner = np.repeat(np.arange(len(counts)), counts)
     chunks = []
     for start in range(0, len(rows), C):
         part = np.full(C, -1, np.int64)
         part[: len(rows[start : start + C])] = rows[start : start + C]
         real = part >= 0
-        sel = [np.arange(windows.offsets[r], windows.offsets[r + 1]) if r >= 0 else np.zeros(0, np.int64) for r in part]
-        tr = [s[~is_val[s]] for s in sel]
-        va = [s[is_val[s]] for s in sel]
-        n_train = np.array([len(t) for t in tr], np.int32)
-        n_val = np.array([len(v) for v in va], np.int32)
-        Wt, Wv = _round_up(int(n_train.max()), B), _round_up(int(n_val.max()), B) if n_val.max() > 0 else 0
+        slot_of = np.full(len(counts), -1, np.int64)
+        slot_of[part[real]] = np.flatnonzero(real)
         c = np.where(real, center[np.maximum(part, 0)], 0.0).astype(np.float32)
+        # this chunk's windows, in customer then time order, split into training and validation
+        mine = np.concatenate([np.arange(windows.offsets[r], windows.offsets[r + 1]) for r in part[real]])
 
-        def pack(groups, W):
+        def pack(g):
+            """[C, W, L, F] inputs, [C, W] targets and [C] counts of windows g (flat indices)."""
+            slot = slot_of[owner[g]]
+            n = np.bincount(slot, minlength=C).astype(np.int32)
+            col = np.arange(len(g)) - np.r_[0, np.cumsum(n)[:-1]][slot]  # rank within its customer
+            W = _round_up(int(n.max()), B) if n.max() > 0 else 0
             x = np.zeros((C, W, L, F), np.float32)
             y = np.zeros((C, W), y_dtype)
-            for i, g in enumerate(groups):
-                if len(g):
-                    x[i, : len(g)] = inputs(g, np.full(len(g), c[i], np.float32))
-                    y[i, : len(g)] = model_targets(windows.y[g], np.full(len(g), c[i], np.float32), bins)
-            return x, y
+            if len(g):
+                x[slot, col] = inputs(g, c[slot])
+                y[slot, col] = model_targets(windows.y[g], c[slot], bins)
+            return x, y, n
 
-        x_train, y_train = pack(tr, Wt)
-        x_val, y_val = pack(va, Wv)
+        x_train, y_train, n_train = pack(mine[~is_val[mine]])
+        x_val, y_val, n_val = pack(mine[is_val[mine]])
         chunk_seeds = np.zeros((C, 2), np.uint32)
         chunk_seeds[real] = seed_halves(seeds[part[real]])
         chunks.append(Chunk(part, chunk_seeds, c, x_train, y_train, n_train, x_val, y_val, n_val))

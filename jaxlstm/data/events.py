@@ -144,8 +144,10 @@ def check_events(
         "reason": reason[at].astype(str),
     })
     events = pd.DataFrame({ID: ids[keep].reset_index(drop=True), TIME: times[keep].reset_index(drop=True)})
-    lost = ids[bad & ids.notna().to_numpy()]
-    orphans = lost[~lost.isin(events[ID])].drop_duplicates().to_numpy()
+    orphans = np.zeros(0, dtype=object)
+    if bad.any():  # (isin over millions of text ids is slow: only when rows were dropped, and on uniques)
+        lost = ids[bad & ids.notna().to_numpy()].drop_duplicates()
+        orphans = lost[~lost.isin(events[ID].drop_duplicates())].to_numpy()
     return Checked(events, rejected, orphans)
 
 
