@@ -23,7 +23,10 @@ def fingerprint(config: Config, *arrays: np.ndarray) -> str:
     checkpoint cadence and caching may differ between a run and its resume)."""
     h = hashlib.sha256()
     cfg = config.to_dict()
-    for k in ("epochs", "checkpoint_every", "compilation_cache", "pooled_epochs", "pooled_batch", "pooled_examples_per_epoch"):
+    free = ["epochs", "checkpoint_every", "compilation_cache"]
+    if config.model.mode != "finetune":  # fine-tuned models start from the shared model: its settings count
+        free += ["pooled_epochs", "pooled_batch", "pooled_examples_per_epoch"]
+    for k in free:
         cfg["train"].pop(k)
     h.update(json.dumps(cfg, sort_keys=True).encode())
     for a in arrays:

@@ -194,6 +194,9 @@ def validate(config: Config) -> None:
         (t.chunk_customers >= 1, f"train.chunk_customers must be >= 1, got {t.chunk_customers}"),
         (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
         (t.pooled_epochs >= 0, f"train.pooled_epochs must be >= 0, got {t.pooled_epochs}"),
+        (t.pooled_epochs >= 1 or m.mode not in ("pooled", "finetune"),
+         f"model.mode {m.mode} trains the shared model first: train.pooled_epochs must be >= 1"),
+        (0 <= t.seed < 2**31, f"train.seed must be in [0, 2**31), got {t.seed}"),
         (t.pooled_batch >= 1, f"train.pooled_batch must be >= 1, got {t.pooled_batch}"),
         (t.pooled_examples_per_epoch >= 1, f"train.pooled_examples_per_epoch must be >= 1, got {t.pooled_examples_per_epoch}"),
     ]

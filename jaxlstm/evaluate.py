@@ -4,10 +4,14 @@ The holdout of a customer is the tail of its intervals that no model trained on:
 - a customer with validation windows: the targets of those windows (the latest ones);
 - a customer with no window at all (too few visits for a model): its last interval;
 - a customer with windows but none validating (a single window): nothing, since its model saw it all.
-Every method answers each held-out interval from the intervals before the holdout only.
+Every method answers each held-out interval from the intervals before it: the models from their
+input window, the customer baselines from all of the customer's earlier intervals (one step ahead,
+as predictions answer); whatever is fitted (models, population median, constant) is fitted on
+intervals before the holdout only. With split = "random" only the validation windows' targets are
+held out.
 
 Baselines (days):
-  customer_mean / customer_median / customer_last: of the customer's intervals before its holdout;
+  customer_mean / customer_median / customer_last: of the customer's intervals before the held-out one;
     with none, the population median (what our fallback answers too);
   population_median: median of every customer's pre-holdout intervals;
   constant: expm1(mean(log1p(pre-holdout intervals))), the single value the default loss (MSE on
@@ -64,7 +68,9 @@ def holdout(hist: Histories, windows: Windows, is_val: np.ndarray, look_back: in
     pos = np.arange(n_hold.sum()) - np.repeat(np.r_[0, np.cumsum(n_hold)[:-1]], n_hold) + start[owner]
     target = hist.intervals[hist.offsets[owner] + pos]
     window = np.where(w_counts[owner] > 0, windows.offsets[owner] + pos - look_back, -1)
-    return Holdout(owner, pos, target, window, start)
+    # with split = "random", training windows lie among the validation ones: only the latter are held out
+    held = (window < 0) | is_val[np.maximum(window, 0)] if len(is_val) else np.ones(len(window), bool)
+    return Holdout(owner[held], pos[held], target[held], window[held], start)
 
 
 def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -90,8 +96,28 @@ def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[
 
 
 def baselines(hist: Histories, hold: Holdout) -> dict[str, np.ndarray]:
-    """Each baseline's answer [T] (days) for every held-out interval, from pre-holdout intervals."""
-    return {name: v[hold.owner] for name, v in customer_baselines(hist, hold.train_intervals(hist)).items()}
+    """Each baseline's answer [T] (days) for every held-out interval, one step ahead: a customer's
+    mean, median and last from its intervals before that one (earlier held-out ones included, as
+    the models see them and as predictions use every interval); the population median and the
+    constant from pre-holdout intervals only."""
+    population = customer_baselines(hist, hold.train_intervals(hist))
+    pop = population["population_median"][hold.owner]
+    start, n = hist.offsets[hold.owner], hold.pos
+    has = n > 0
+    owner = np.repeat(np.arange(hist.n_customers), np.diff(hist.offsets))
+    cum = np.r_[0.0, np.cumsum(hist.intervals)]
+    # median of each customer's intervals 0..i, for every interval i (one pass, pandas' skiplist)
+    running_median = pd.Series(hist.intervals).groupby(owner).expanding().median().to_numpy()
+    last = np.clip(start + n - 1, 0, max(len(hist.intervals) - 1, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (cum[start + n] - cum[start]) / n
+    return {
+        "customer_mean": np.where(has, mean, pop),
+        "customer_median": np.where(has, running_median[last] if len(running_median) else pop, pop),
+        "customer_last": np.where(has, hist.intervals[last] if len(hist.intervals) else pop, pop),
+        "population_median": pop,
+        "constant": population["constant"][hold.owner],
+    }
 
 
 def bucket_names(n_visits: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from jaxlstm import checkpoint
-from jaxlstm.config import Config, from_dict
+from jaxlstm.config import Config, from_dict, load_config
 from jaxlstm.data.batching import model_inputs
 from jaxlstm.data.events import Checked, check_events
 from jaxlstm.data.intervals import Histories, histories
@@ -59,33 +59,39 @@ class RunModel:
 
 
 def load_run(run_dir: str | Path) -> RunModel:
-    """Restore the latest checkpoint of a run directory written by `train_all`."""
-    ckpt = Path(run_dir) / "checkpoints"
+    """Restore a run directory written by `train_all`: the latest checkpoint of the customers' own
+    models, the choice of answers, the shared model."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints"
     found = checkpoint.read_meta(ckpt)
-    if found is None:
+    saved = json.loads((run_dir / "answers.json").read_text()) if (run_dir / "answers.json").exists() else None
+    if found is None and (saved is None or not (run_dir / "config.toml").exists()):
         raise InputError(f"{run_dir}: no checkpoint found (expected {ckpt}; is this a train_all.py --out folder?)")
-    step, meta = found
-    config = from_dict(meta["config"])
-    keys = np.asarray(meta["customer_ids"], dtype=str)
-    abstract = checkpoint_tree(stacked_state_shape(config, len(keys), n_features(config)), np.zeros(len(keys), np.float32), 0)
-    restored = checkpoint.restore(ckpt, step, abstract)
-    state = CustomerState(**restored["customers"])
-    answers, fallback_by = np.ones(len(keys), bool), None
-    chosen = Path(run_dir) / "customer_metrics.parquet"
+    if found is None:  # a finished run with no model of anyone's own (mode pooled, or all histories short)
+        config = load_config(run_dir / "config.toml")
+        keys, center, params, diverged = np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool)
+    else:
+        step, meta = found
+        config = from_dict(meta["config"])
+        keys = np.asarray(meta["customer_ids"], dtype=str)
+        F = meta.get("n_features", n_features(config))
+        abstract = checkpoint_tree(stacked_state_shape(config, len(keys), F), np.zeros(len(keys), np.float32), 0)
+        restored = checkpoint.restore(ckpt, step, abstract)
+        state = CustomerState(**restored["customers"])
+        center, params, diverged = restored["center"], kept_params(state, config), np.asarray(state.diverged)
+    answers, fallback_by, residuals = np.ones(len(keys), bool), None, None
+    chosen = run_dir / "customer_metrics.parquet"
     if chosen.exists():  # written after training, with the per-customer choice of answer
         table = pd.read_parquet(chosen, columns=["model_answers"])
         if len(table) == len(keys):
             answers = table["model_answers"].to_numpy(bool)
-    residuals = None
-    if (Path(run_dir) / "answers.json").exists():
-        saved = json.loads((Path(run_dir) / "answers.json").read_text())
+    if saved is not None:
         fallback_by, residuals = saved["fallback_by_history"], saved.get("p_within")
     pooled = None
-    if (Path(run_dir) / "pooled").exists():
-        params, center = checkpoint.restore_pooled(Path(run_dir) / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
-        pooled = PooledModel(config, params, center)
-    return RunModel(config, keys, restored["center"], kept_params(state, config), np.asarray(state.diverged), answers,
-                    fallback_by, pooled, residuals)
+    if (run_dir / "pooled").exists():
+        params_p, center_p = checkpoint.restore_pooled(run_dir / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
+        pooled = PooledModel(config, params_p, center_p)
+    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, residuals)
 
 
 def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
@@ -169,7 +175,9 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
         days[idx] = decode(out[:, 0] + run.center[row[idx]])
     days = np.where(use, days, fallback_days)
     model[use], status[use] = FINETUNED if n_features(cfg) > 1 else PER_CUSTOMER, OK
-    status[model == "pooled"] = OK  # a model answered: the shared one (the `model` column says so)
+    # the shared model answered (the `model` column says so); other reasons (diverged, a baseline beat
+    # the customer's model, not in a run that has own models) stay
+    status[(model == "pooled") & ((status == TOO_FEW) | ((status == UNKNOWN) & (len(run.keys) == 0)))] = OK
 
     frame = pd.DataFrame(
         {

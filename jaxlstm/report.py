@@ -28,7 +28,8 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
     mode = metrics["mode"]
     best = min((m for m in ev["overall"] if m in BASELINES and ev["overall"][m]["mae_days"] is not None),
                key=lambda m: ev["overall"][m]["mae_days"], default=None)
-    ours, base = ev["overall"][mode]["mae_days"], ev["overall"][best]["mae_days"] if best else None
+    ours = ev["overall"].get(mode, {}).get("mae_days")  # None: e.g. mode pooled with nothing to train on
+    base = ev["overall"][best]["mae_days"] if best else None
     verdict = (f"On the holdout the answers (mode `{mode}`) are off by **{ours:.2f} days** on average; the best "
                f"simple baseline, `{best}`, by {base:.2f} days ({(1 - ours / base):+.1%} better)." if ours is not None and base else
                "No held-out intervals: the log is too short to score anything.")
@@ -99,7 +100,8 @@ def _by_history(plt, ev: dict, path: Path) -> str:
     ax.set_xticks(x + 0.4 - width / 2, [f"{b}\n({ev['by_history'][b]['intervals']:,})" for b in buckets])
     ax.set_xlabel("visits per customer (held-out intervals)")
     ax.set_ylabel("MAE (days)")
-    ax.legend(fontsize=7, ncol=2)
+    if methods and buckets:
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

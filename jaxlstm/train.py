@@ -176,6 +176,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         "config": config.to_dict(),
         "customer_ids": keys.tolist(),
         "fingerprint": fp,
+        "n_features": int(chunks[0].x_train.shape[-1]),  # 4 for models fine-tuned from the pooled one
         # all randomness is counter-based, a pure function of these: nothing else to carry
         "rng": {"seed": t.seed, "streams": "hash(seed, customer id) -> init key; hash(seed, id, epoch, step) -> dropout, order"},
     }
@@ -416,7 +417,7 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
         "customers": int(len(predictions)),
         "mode": config.model.mode,
         "customers_with_model": n_model,
-        "customers_fallback": int((predictions["model"] != "per_customer").sum()),
+        "customers_fallback": int((~predictions["model"].isin(["per_customer", "finetuned"])).sum()),
         "answers_by_model": predictions["model"].value_counts().to_dict(),
         "status_counts": predictions["status"].value_counts().to_dict(),
         "diverged": int(per_customer["diverged"].sum()),

@@ -37,11 +37,18 @@ def test_holdout_and_baselines_by_hand():
     b = baselines(hist, hold)
     seen = [1, 2, 3, 4, 5, 6, 7, 8, 9, 4]  # every interval before its customer's holdout
     pop = float(np.median(seen))
-    assert b["customer_mean"].tolist() == [5.0, 5.0, pop, 4.0]
-    assert b["customer_median"].tolist() == [5.0, 5.0, pop, 4.0]
-    assert b["customer_last"].tolist() == [9.0, 9.0, pop, 4.0]
+    # one step ahead: the 11 is answered from 1..10 (the held-out 10 included, as a model's window sees it)
+    assert b["customer_mean"].tolist() == [5.0, 5.5, pop, 4.0]
+    assert b["customer_median"].tolist() == [5.0, 5.5, pop, 4.0]
+    assert b["customer_last"].tolist() == [9.0, 10.0, pop, 4.0]
     assert b["population_median"].tolist() == [pop] * 4
     assert b["constant"][0] == pytest.approx(np.expm1(np.mean(np.log1p(seen))))
+    # split "random": only the validation windows' targets are held out, never a training target
+    rand = split_windows(w.offsets, np.arange(4, dtype=np.uint64) * 977, "random", 0.25, 0)
+    hold_r = holdout(hist, w, rand, 3)
+    long_val = 3 + np.flatnonzero(rand[w.offsets[0] : w.offsets[1]])
+    assert hold_r.pos[hold_r.owner == 0].tolist() == long_val.tolist()
+    assert hold_r.target[hold_r.owner == 0].tolist() == [hist.intervals[p] for p in long_val]
     full = customer_baselines(hist)
     assert full["customer_last"].tolist() == [11.0, 5.0, 6.0, float(np.median(hist.intervals))]
 

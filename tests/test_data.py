@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from conftest import EXAMPLE_CSV, visit_log
 from jaxlstm.data import batching
-from jaxlstm.data.events import load_events, validate_events
+from jaxlstm.data.events import check_events, load_events, validate_events
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import bin_values, decode, encode, make_windows, to_bins
 from jaxlstm.errors import InputError
@@ -171,3 +171,12 @@ def test_timezones_become_utc():
     assert ev["timestamp"].tolist() == [pd.Timestamp("2024-01-01 08:00"), pd.Timestamp("2024-01-02 08:00")]
     with pytest.raises(InputError, match=r"no time zone \(other rows have one\) at rows 1"):
         validate_events(pd.DataFrame({"customer_id": [1, 1], "timestamp": ["2024-01-01T10:00:00+02:00", "2024-01-02 08:00"]}))
+
+
+def test_day_first_dates_are_not_taken_for_zones_and_float_ids_stay_whole():
+    # "01-02-2024" ends in "-2024", which is not a UTC offset; an int id column with a null reads as float
+    raw = pd.DataFrame({"customer_id": [17.0, 17.0, None, 2.0], "timestamp": ["01-02-2024", "01-09-2024", "01-10-2024", "2024-01-05"]})
+    checked = check_events(raw, on_bad_rows="skip")
+    assert checked.events["customer_id"].tolist() == [17, 17, 2] and checked.events["customer_id"].dtype == np.int64
+    assert checked.rejected["reason"].tolist() == ["missing customer id"]
+    assert histories(checked.events).keys.tolist() == ["2", "17"]

@@ -1,5 +1,6 @@
 """Predictions (one row per customer, fallbacks, re-prediction from a saved run) and the CLI."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,6 +10,10 @@ import pandas as pd
 
 from conftest import EXAMPLE_CSV, ROOT
 from jaxlstm import load_config, predict, train_all
+from jaxlstm.data.events import validate_events
+from jaxlstm.data.intervals import histories
+from jaxlstm.data.windows import make_windows
+from jaxlstm.predict import load_run, predict_frame
 from jaxlstm.evaluate import BASELINES
 from jaxlstm.synth import make_customers
 
@@ -35,8 +40,11 @@ def test_example_log_every_customer_exactly_once(tiny, tmp_path):
     one_visit = pred[pred["n_visits"] == 1]
     assert one_visit["model"].isin(["population_median", "constant", "pooled"]).all()  # nothing of their own
     others = pred[pred["status"] != "ok"]
-    assert others["model"].isin(BASELINES).all() and others["status"].isin(["too_few_visits", "baseline_beat_model"]).all()
-    assert (pred["model"].isin(["per_customer", "pooled"]) == (pred["status"] == "ok")).all()
+    assert others["model"].isin([*BASELINES, "pooled"]).all()
+    assert others["status"].isin(["too_few_visits", "baseline_beat_model"]).all()
+    assert (pred.loc[pred["model"] == "per_customer", "status"] == "ok").all()
+    assert pred.loc[pred["status"] == "ok", "model"].isin(["per_customer", "pooled"]).all()
+    assert not ((pred["model"] == "pooled") & (pred["status"] == "too_few_visits")).any()
     assert len(pd.read_parquet(tmp_path / "run" / "customer_metrics.parquet")) == (visits >= 5).sum()  # own models trained
 
 
@@ -66,6 +74,36 @@ def test_predict_from_a_saved_run_reproduces_and_handles_new_customers(tiny, tmp
     assert len(pred) == 42
     assert (pred.loc[["new1", "new2"], "status"] == "unknown_customer").all()
     assert pred.loc[["new1", "new2"], "model"].isin(BASELINES).all()
+
+
+def test_pooled_mode_needs_no_own_models_to_predict_from_its_folder(tiny, tmp_path):
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "pooled", "train.pooled_epochs": 2})
+    events = make_customers(30, seed=5, visits=(1, 12))
+    trained = train_all(events, cfg, tmp_path / "run", progress=False)
+    assert set(trained["model"]) == {"pooled"} and set(trained["status"]) == {"ok"}
+    pd.testing.assert_frame_equal(predict(tmp_path / "run", events), trained)
+    newcomer = make_customers(1, seed=9, visits=(10, 10), one_off_share=0.0).assign(customer_id="new")
+    pred = predict(tmp_path / "run", pd.concat([events, newcomer])).set_index("customer_id")
+    assert pred.loc["new", "model"] == "pooled" and pred.loc["new", "status"] == "ok"
+    # nobody with a second visit: no interval to train the shared model on; still a row each and a report
+    once = make_customers(5, seed=6, visits=(1, 1))
+    alone = train_all(once, cfg, tmp_path / "once", progress=False)
+    assert len(alone) == 5 and alone["predicted_interval_days"].isna().all()
+    assert "too short to score" in (tmp_path / "once" / "report.md").read_text()
+    pd.testing.assert_frame_equal(predict(tmp_path / "once", once), alone)
+
+
+def test_the_shared_model_answering_keeps_the_reason_why_an_own_model_did_not(tiny, tmp_path):
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "pooled", "train.pooled_epochs": 1})
+    events = make_customers(6, seed=7, visits=(8, 12), one_off_share=0.0)
+    train_all(events, cfg, tmp_path / "run", progress=False)
+    hist = histories(validate_events(events))
+    # as in an auto run whose first three customers have own models: one diverged, two beaten
+    run = dataclasses.replace(load_run(tmp_path / "run"), keys=hist.keys[:3], center=np.zeros(3, np.float32),
+                              diverged=np.array([False, True, False]), answers=np.zeros(3, bool))
+    pred = predict_frame(run, hist, make_windows(hist, 3))
+    assert (pred["model"] == "pooled").all()
+    assert pred["status"].tolist() == ["baseline_beat_model", "diverged", "baseline_beat_model"] + ["unknown_customer"] * 3
 
 
 def test_classification_head_gives_probabilities(tiny):

@@ -93,6 +93,9 @@ BAD_TRAIN = [
     (["--config", "nowhere.toml"], "config file not found: nowhere.toml"),
     (["--sample-customers", "0"], "--sample-customers must be >= 1, got 0"),
     (["--resume"], "--resume needs --out"),
+    (["--seed", "-1"], "train.seed must be in [0, 2**31), got -1"),
+    (["--mode", "finetune", "--set", "train.pooled_epochs=0"],
+     "model.mode finetune trains the shared model first: train.pooled_epochs must be >= 1"),
 ]
 
 

@@ -22,6 +22,9 @@ NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE = (
 )
 
 
+ZONE_SUFFIX = r"\d:\d\d(?::\d\d(?:[.,]\d*)?)?\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$"
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a parquet or CSV file, chosen by extension. Raises InputError with the file name."""
     path = Path(path)
@@ -143,12 +146,20 @@ def check_events(
         TIME: raw.iloc[at].astype(str).where(raw.iloc[at].notna(), None).to_numpy(dtype=object),
         "reason": reason[at].astype(str),
     })
-    events = pd.DataFrame({ID: ids[keep].reset_index(drop=True), TIME: times[keep].reset_index(drop=True)})
+    events = pd.DataFrame({ID: _whole(ids[keep]).reset_index(drop=True), TIME: times[keep].reset_index(drop=True)})
     orphans = np.zeros(0, dtype=object)
     if bad.any():  # (isin over millions of text ids is slow: only when rows were dropped, and on uniques)
-        lost = ids[bad & ids.notna().to_numpy()].drop_duplicates()
+        lost = _whole(ids[bad & ids.notna().to_numpy()].drop_duplicates())
         orphans = lost[~lost.isin(events[ID].drop_duplicates())].to_numpy()
     return Checked(events, rejected, orphans)
+
+
+def _whole(ids: pd.Series) -> pd.Series:
+    """Float ids that are all whole numbers back to int64: an integer id column with a null in it
+    reads as float, and customer 17 must stay "17", not "17.0"."""
+    if pd.api.types.is_float_dtype(ids) and bool(((ids % 1 == 0) & (ids.abs() < 2**53)).all()):
+        return ids.astype(np.int64)
+    return ids
 
 
 def validate_events(
@@ -170,7 +181,8 @@ def _parse_times(raw: pd.Series, col: str, source: str, reason: np.ndarray) -> p
     if pd.api.types.is_numeric_dtype(raw) and not missing.all():
         raise InputError(f"{source}: column '{col}' holds numbers, not timestamps (expected dates or ISO-8601 text)")
     text = raw.astype(str).str.strip()
-    has_tz = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy() & ~missing
+    # an offset counts only after a time of day: "01-02-2024" ends in "-2024" but has no zone
+    has_tz = text.str.contains(ZONE_SUFFIX, regex=True).to_numpy() & ~missing
     n_tz, n_naive = int(has_tz.sum()), int((~has_tz & ~missing).sum())
     if n_tz and n_naive:  # local times beside UTC offsets: no safe common clock; the minority is bad
         odd = ~has_tz & ~missing if n_naive <= n_tz else has_tz
