@@ -69,14 +69,14 @@ def restore(directory: str | Path, step: int, abstract: dict[str, Any]) -> dict[
     return manager(directory).restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
 
 
-def save_pooled(directory: str | Path, params: Any, center: float) -> None:
-    """Save the shared (pooled) model: parameters and its centre."""
+def save_shared(directory: str | Path, params: Any, center: float) -> None:
+    """Save a shared model (pooled or survival): parameters and its centre."""
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(Path(directory).absolute(), {"params": params, "center": np.array(center, np.float32)}, force=True)
     ckptr.wait_until_finished()
 
 
-def restore_pooled(directory: str | Path, abstract_params: Any) -> tuple[Any, float]:
+def restore_shared(directory: str | Path, abstract_params: Any) -> tuple[Any, float]:
     target = {"params": abstract_params, "center": np.zeros((), np.float32)}
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     tree = ocp.StandardCheckpointer().restore(Path(directory).absolute(), target)

@@ -24,7 +24,9 @@ class DataConfig:
     bins: tuple[float, ...] = ()  # interval bin edges in days; empty = regression
     split: str = "temporal"  # "temporal": each customer's last windows validate; "random": 4:1
     val_fraction: float = 0.2
-    within_days: tuple[float, ...] = (7.0, 30.0)  # p_within_{k}d columns: P(next interval <= k days)
+    # p_within_{k}d columns: P(a visit within k days of the as-of date | none since the last visit)
+    within_days: tuple[float, ...] = (7.0, 30.0)
+    horizon_days: float = 90.0  # p_within_{horizon}d too: the churn signal; also the backtest's window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,7 @@ class TrainConfig:
     pooled_epochs: int = 20  # the shared model (modes auto and pooled) sees every customer's windows each epoch
     pooled_batch: int = 512
     pooled_examples_per_epoch: int = 200_000  # a random subset of all intervals each epoch (big logs)
+    survival_epochs: int = 20  # the survival model (as-of answers); 0: none, p_within_* columns are NaN
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
 
@@ -197,6 +200,8 @@ def validate(config: Config) -> None:
         (t.pooled_epochs >= 1 or m.mode not in ("pooled", "finetune"),
          f"model.mode {m.mode} trains the shared model first: train.pooled_epochs must be >= 1"),
         (0 <= t.seed < 2**31, f"train.seed must be in [0, 2**31), got {t.seed}"),
+        (d.horizon_days > 0, f"data.horizon_days must be > 0, got {d.horizon_days}"),
+        (t.survival_epochs >= 0, f"train.survival_epochs must be >= 0, got {t.survival_epochs}"),
         (t.pooled_batch >= 1, f"train.pooled_batch must be >= 1, got {t.pooled_batch}"),
         (t.pooled_examples_per_epoch >= 1, f"train.pooled_examples_per_epoch must be >= 1, got {t.pooled_examples_per_epoch}"),
     ]

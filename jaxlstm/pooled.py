@@ -91,14 +91,14 @@ class PooledModel:
 def _outputs(compiled: Compiled, params, x: np.ndarray, B: int, cfg: Config) -> np.ndarray:
     """Forward pass over x [P, L, F] in batches of B -> [P, K]."""
     P = len(x)
-    y = np.zeros((1, B), np.int32 if cfg.n_classes else np.float32)
+    y = np.zeros((1, B, 2) if cfg.loss == "survival" else (1, B), np.int32 if cfg.n_classes else np.float32)
     mask = np.ones((1, B), np.float32)
     outs = []
     for s in range(0, P, B):
         part = np.zeros((1, B) + x.shape[1:], np.float32)
         part[0, : min(B, P - s)] = x[s : s + B]
         outs.append(np.asarray(compiled.evaluate(params, part, y, mask)[2])[0, : min(B, P - s)])
-    return np.concatenate(outs) if outs else np.zeros((0, cfg.n_classes or 1), np.float32)
+    return np.concatenate(outs) if outs else np.zeros((0, compiled.evaluate.out_info[2].shape[-1]), np.float32)
 
 
 def examples(hist: Histories, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,19 +112,29 @@ def examples(hist: Histories, start: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def fit_pooled(hist: Histories, start: np.ndarray, config: Config, progress: bool = True) -> tuple[PooledModel, list[dict]]:
     """Train the pooled model on every pre-holdout interval, early-stopped on the holdout."""
-    t, d = config.train, config.data
-    B = t.pooled_batch
+    d = config.data
     owner, pos, is_val = examples(hist, start)
     train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     y_days = hist.intervals
     center = float(encode(y_days[train_rows]).mean()) if len(train_rows) else 0.0
     x = features(hist, owner, pos, d.look_back, center)
     y = to_bins(y_days, d.bins) if d.bins else (encode(y_days) - center).astype(np.float32)
-    compiled = compile_steps(config, 1, B, n_features=N_FEATURES)
+    params, compiled, history = train_shared(config, x, y, train_rows, val_rows, config.train.pooled_epochs, "pooled", progress)
+    return PooledModel(config, params, center, compiled), history
+
+
+def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, epochs: int,
+                 desc: str, progress: bool = True) -> tuple[Any, Compiled, list[dict]]:
+    """One model over examples x [P, L, F], y [P, ...]: minibatches of train.pooled_batch from a fresh
+    random subset of `train_rows` each epoch, early-stopped on `val_rows`. Returns (the parameters
+    with the best validation loss, leading axis 1; the compiled steps; the loss history)."""
+    t = config.train
+    B = t.pooled_batch
+    compiled = compile_steps(config, 1, B, n_features=x.shape[-1])
     seed = np.int32(t.seed)
     state = compiled.init(seed, SEED_PAIR)
     history = []
-    bar = tqdm(range(t.pooled_epochs), desc="pooled", unit="epoch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         u = uniform(SEED_PAIR[:, 1].astype(np.uint64), (t.seed << 20) + 2 * epoch + 1, len(train_rows))[0]
         # a fresh random subset each epoch: the shared model converges long before a million
@@ -150,13 +160,12 @@ def fit_pooled(hist: Histories, start: np.ndarray, config: Config, progress: boo
         if bool(np.asarray(state.stopped)[0]):
             break
     # many validation windows: picking the best epoch on them costs little optimism
-    params = jax.tree_util.tree_map(np.asarray, state.best_params)  # leading axis 1: one "customer"
-    return PooledModel(config, params, center, compiled), history
+    return jax.tree_util.tree_map(np.asarray, state.best_params), compiled, history
 
 
 def _padded(x: np.ndarray, y: np.ndarray, rows: np.ndarray, B: int):
     xb = np.zeros((1, B) + x.shape[1:], np.float32)
-    yb = np.zeros((1, B), y.dtype)
+    yb = np.zeros((1, B) + y.shape[1:], y.dtype)
     mb = np.zeros((1, B), np.float32)
     xb[0, : len(rows)], yb[0, : len(rows)], mb[0, : len(rows)] = x[rows], y[rows], 1.0
     return xb, yb, mb

@@ -16,12 +16,13 @@ import pandas as pd
 from jaxlstm import checkpoint
 from jaxlstm.config import Config, from_dict, load_config
 from jaxlstm.data.batching import model_inputs
-from jaxlstm.data.events import Checked, check_events
+from jaxlstm.data.events import Checked, check_events, parse_as_of
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import BUCKETS, bucket_names, calibrated, customer_baselines, fallback_kind, p_within, pick
+from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
 from jaxlstm.pooled import N_FEATURES, PooledModel, features, n_features
+from jaxlstm.survival import SurvivalModel, default_as_of, survival_config
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params, stacked_state_shape
 
 # `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
@@ -44,7 +45,7 @@ class RunModel:
     fallback_by: {history bucket: baseline name or "pooled"} answering where no own model does
       (None: the customer's median, else the population median);
     pooled: the shared model, when the run trained one;
-    residuals: what p_within_*d needs (evaluate.within_model): residual quantiles and calibration.
+    survival: the survival model behind the as-of answers (p_within_*d, predicted_next_visit), if trained.
     """
 
     config: Config
@@ -55,7 +56,7 @@ class RunModel:
     answers: np.ndarray
     fallback_by: dict[str, str] | None = None
     pooled: PooledModel | None = None
-    residuals: dict | None = None
+    survival: SurvivalModel | None = None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -79,19 +80,23 @@ def load_run(run_dir: str | Path) -> RunModel:
         restored = checkpoint.restore(ckpt, step, abstract)
         state = CustomerState(**restored["customers"])
         center, params, diverged = restored["center"], kept_params(state, config), np.asarray(state.diverged)
-    answers, fallback_by, residuals = np.ones(len(keys), bool), None, None
+    answers, fallback_by = np.ones(len(keys), bool), None
     chosen = run_dir / "customer_metrics.parquet"
     if chosen.exists():  # written after training, with the per-customer choice of answer
         table = pd.read_parquet(chosen, columns=["model_answers"])
         if len(table) == len(keys):
             answers = table["model_answers"].to_numpy(bool)
     if saved is not None:
-        fallback_by, residuals = saved["fallback_by_history"], saved.get("p_within")
-    pooled = None
+        fallback_by = saved["fallback_by_history"]
+    pooled = survival = None
     if (run_dir / "pooled").exists():
-        params_p, center_p = checkpoint.restore_pooled(run_dir / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
+        params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
         pooled = PooledModel(config, params_p, center_p)
-    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, residuals)
+    if (run_dir / "survival").exists():
+        s_cfg = survival_config(config)
+        params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, N_FEATURES).params)
+        survival = SurvivalModel(s_cfg, params_s, center_s)
+    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival)
 
 
 def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
@@ -130,10 +135,14 @@ def add_days(when: np.ndarray, days: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Compiled | None = None) -> pd.DataFrame:
+def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Compiled | None = None,
+                  as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """One row per customer of `hist` (see DESIGN.md, outputs). Customers the run has a healthy,
     chosen model for get the model's answer; the others a labelled baseline (`run.fallback_by`),
-    computed from all of their intervals in `hist`."""
+    computed from all of their intervals in `hist`. With a survival model, the as-of answers
+    (default as of the day after the latest visit): predicted_next_visit is the median date of
+    the next visit given none so far (NaT: more likely gone than back), p_within_{k}d the chance
+    of a visit within k days of `as_of`."""
     cfg = run.config
     N = hist.n_customers
     row = pd.Index(run.keys).get_indexer(hist.keys)  # -1: not in the run
@@ -185,18 +194,25 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
             "n_visits": hist.n_visits,
             "last_visit": hist.last_visit,
             "predicted_interval_days": days,
-            "predicted_next_visit": add_days(hist.last_visit, days),
+            "predicted_next_visit": add_days(hist.last_visit, days),  # the classic date, without a survival model
             "model": model,
             "status": status,
         }
     )
-    if run.residuals and not cfg.n_classes:
-        buckets = bucket_names(hist.n_visits)
-        below = np.zeros(N)
-        for k in sorted(cfg.data.within_days):  # calibrated one k at a time: keep them monotone in k
-            raw = p_within(days, buckets, run.residuals["residual_quantiles"], k)
-            below = np.fmax(below, calibrated(raw, run.residuals["calibration"][f"{k:g}"]))
-            frame[f"p_within_{k:g}d"] = np.where(np.isfinite(days), below, np.nan)
+    ks = sorted(set(cfg.data.within_days) | {cfg.data.horizon_days})
+    if run.survival is not None and N:
+        as_of = as_of if as_of is not None else default_as_of(hist.last_visit)
+        asof = run.survival.answer(hist, as_of)
+        when = np.full(N, np.datetime64(as_of.as_unit("ns")), "datetime64[ns]")
+        frame["predicted_next_visit"] = add_days(when, np.where(np.isfinite(asof["remaining_days"]), asof["remaining_days"], np.nan))
+        frame["days_since_last_visit"] = asof["days_since_last_visit"]
+        frame["expected_wait_days"] = asof["expected_wait_days"]
+        for k in ks:
+            frame[f"p_within_{k:g}d"] = asof[f"p_within_{k:g}d"]
+    else:
+        frame["days_since_last_visit"] = frame["expected_wait_days"] = np.nan
+        for k in ks:
+            frame[f"p_within_{k:g}d"] = np.nan
     if cfg.n_classes:
         for k in range(cfg.n_classes):
             frame[f"p_bin_{k}"] = probs[:, k]
@@ -213,12 +229,14 @@ def add_orphans(frame: pd.DataFrame, orphans: np.ndarray) -> pd.DataFrame:
     return out[frame.columns]
 
 
-def predict_checked(run: RunModel, checked: Checked) -> pd.DataFrame:
+def predict_checked(run: RunModel, checked: Checked, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
     """Predict every customer of a checked visit log (see `events.check_events`), including those
-    all of whose rows were rejected (status "all_rows_rejected")."""
+    all of whose rows were rejected (status "all_rows_rejected"), as of `as_of` (default: the day
+    after the latest visit)."""
+    as_of = parse_as_of(as_of)
     d = run.config.data
     hist = histories(checked.events, floor_days=d.floor_days)
-    return add_orphans(predict_frame(run, hist, make_windows(hist, d.look_back)), checked.orphans)
+    return add_orphans(predict_frame(run, hist, make_windows(hist, d.look_back), as_of=as_of), checked.orphans)
 
 
 def predict(
@@ -232,4 +250,5 @@ def predict(
     """
     run = load_run(run_dir)
     d = run.config.data
-    return predict_checked(run, check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of))
+    checked = check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of)
+    return predict_checked(run, checked, as_of)

@@ -60,12 +60,57 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
         f"![MAE by history length](plots/{names['buckets']})",
         f"![training curves](plots/{names['curves']})",
         "",
+        *_as_of_section(plt, metrics.get("as_of") or {}, plots),
         f"Training: {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
         f"(+{metrics['seconds_compile']:.1f} s compile); rows read {rows.get('read', 0):,}, "
         f"rejected {rows.get('rejected', 0):,}.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def _as_of_section(plt, as_of: dict, plots: Path) -> list[str]:
+    """The as-of backtest (jaxlstm/asof.py): who comes back first, and P(back within k days)."""
+    bt = as_of.get("backtest")
+    if not bt:
+        return []
+    head = [f"## As of {as_of['date']}: who comes back, and when", ""]
+    if "skipped" in bt:
+        return head + [f"No backtest: {bt['skipped']}.", ""]
+    c = bt["concordance"]
+    lines = head + [
+        f"`predictions.parquet` answers as of {as_of['date']} (`--as-of`): `p_within_{{k}}d` is the chance of a visit "
+        "within k days of it given none since the last visit, `predicted_next_visit` the median date of the next "
+        "visit (empty where the customer is more likely gone than back), `expected_wait_days` the expected wait "
+        "counting at most the horizon. Backtest: the same answers as of "
+        f"{bt['cut']} from the log before it, scored on what followed ({bt['customers']:,} customers, "
+        f"{bt['back_within_horizon']:.1%} came back within the horizon).",
+        "",
+        "| ranking of who comes back first | concordance |",
+        "|---|---|",
+        f"| jaxlstm (expected wait, survival model) | {c['model']:.3f} |",
+        f"| days since last visit (most recent first) | {c['days_since_last_visit']:.3f} |",
+        f"| last visit + median interval (the classic recipe's date) | {c['last_visit_plus_median_interval']:.3f} |",
+        "",
+        "| answer | Brier | base rate's Brier | share that came back |",
+        "|---|---|---|---|",
+        *[f"| `{k}` | {v['model']:.4f} | {v['base_rate']:.4f} | {v['rate']:.1%} |" for k, v in bt["brier"].items()],
+        "",
+    ]
+    if bt["calibration"]:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for k, bins in bt["calibration"].items():
+            ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-", label=k)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set_xlabel("predicted probability (deciles)")
+        ax.set_ylabel("observed share")
+        ax.set_title("backtest calibration")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plots / "calibration.png", dpi=110)
+        plt.close(fig)
+        lines += ["![calibration](plots/calibration.png)", ""]
+    return lines
 
 
 def _scatter(plt, holdout: pd.DataFrame, path: Path) -> str:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlstm.config import Config
+from jaxlstm.distribution import survival_nll
 from jaxlstm.model import Forecaster, build_model, dropout_scales, forward, init_params, mix32
 
 
@@ -74,10 +75,12 @@ def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair
 
 
 def window_losses(out: jax.Array, y: jax.Array, loss: str) -> jax.Array:
-    """[B] loss per window: cross-entropy over classes, or squared / absolute error on the log-space
-    regression target."""
+    """[B] loss per window: cross-entropy over classes, squared / absolute error on the log-space
+    regression target, or the survival head's negative log-likelihood (y [B, 2]: target, censored)."""
     if loss == "cross_entropy":
         return optax.softmax_cross_entropy_with_integer_labels(out, y)
+    if loss == "survival":
+        return survival_nll(out, y[:, 0], y[:, 1])
     err = out[:, 0] - y
     return jnp.abs(err) if loss == "mae" else err**2
 
@@ -209,7 +212,7 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
     seeds = jax.ShapeDtypeStruct((C, 2), jnp.uint32)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     x = jax.ShapeDtypeStruct((C, B, L, F), jnp.float32)
-    y = jax.ShapeDtypeStruct((C, B), y_dtype)
+    y = jax.ShapeDtypeStruct((C, B, 2) if loss == "survival" else (C, B), y_dtype)
     mask = jax.ShapeDtypeStruct((C, B), jnp.float32)
     vec = jax.ShapeDtypeStruct((C,), jnp.float32)
     drop = jax.ShapeDtypeStruct((C, config.model.lstm_layers, B, config.model.units), jnp.float32)

@@ -1,4 +1,5 @@
-"""Synthetic visit logs for demos, tests and benchmarks: regular, periodic, bursty and one-off customers."""
+"""Synthetic visit logs for demos, tests and benchmarks: regular, periodic, bursty and one-off
+customers (make_customers), and calendar logs where some customers stop coming (make_log)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,43 @@ def make_customers(
     return pd.DataFrame(
         {"customer_id": ids, "timestamp": np.concatenate(times).astype("datetime64[ns]") if times else [], "kind": labels}
     )
+
+
+def make_log(
+    n: int = 1000,
+    seed: int = 0,
+    days: float = 730.0,
+    churn_share: float = 0.3,
+    kinds: tuple[str, ...] = KINDS,
+    one_off_share: float = 0.05,
+    start: str = "2022-01-01",
+) -> pd.DataFrame:
+    """A calendar visit log over `days` days with columns customer_id, timestamp, kind, churn_day.
+
+    Each customer first visits at a uniform time in the first 80% of the window, then keeps its
+    kind's gaps (see make_customers) until the window ends, unless it churns: a `churn_share` of
+    customers stop for good at a uniform time between their first visit and the end of the window
+    (churn_day, days from `start`; NaN for those who never churn). one_off customers visit once.
+    """
+    rng = np.random.default_rng(seed)
+    regular_kinds = [k for k in kinds if k != "one_off"] or ["regular"]
+    ids, times, labels, churns = [], [], [], []
+    t0 = np.datetime64(start, "s")
+    for i in range(n):
+        kind = "one_off" if ("one_off" in kinds and rng.random() < one_off_share) else regular_kinds[rng.integers(len(regular_kinds))]
+        first = rng.uniform(0, 0.8 * days)
+        churn = rng.uniform(first, days) if rng.random() < churn_share else np.nan
+        stop = days if np.isnan(churn) else churn
+        offsets = [first]
+        while kind != "one_off":
+            gaps = _gaps(kind, 64, rng)
+            more = offsets[-1] + np.cumsum(gaps)
+            offsets += more[more < stop].tolist()
+            if (more >= stop).any():
+                break
+        ids += [f"c{i:06d}"] * len(offsets)
+        times.append(t0 + (np.asarray(offsets) * 86400).astype("timedelta64[s]"))
+        labels += [kind] * len(offsets)
+        churns += [churn] * len(offsets)
+    return pd.DataFrame({"customer_id": ids, "timestamp": np.concatenate(times).astype("datetime64[ns]"),
+                         "kind": labels, "churn_day": churns})

@@ -25,13 +25,15 @@ from tqdm.auto import tqdm
 from jaxlstm import checkpoint
 from jaxlstm.config import Config
 from jaxlstm.data import batching
-from jaxlstm.data.events import check_events
+from jaxlstm.data.events import check_events, parse_as_of
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import evaluate_run, holdout, within_model
+from jaxlstm.asof import backtest
+from jaxlstm.evaluate import evaluate_run, holdout
 from jaxlstm.report import write_report
 from jaxlstm.pooled import PooledModel, fit_pooled, window_features
+from jaxlstm.survival import default_as_of, fit_survival
 from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
@@ -309,7 +311,9 @@ def train_all(
       source: the name bad-input errors give the table (e.g. its file name).
       on_bad_rows: "error" (default): a bad row raises InputError; "skip": bad rows are set aside,
         written to out_dir/rejected_rows.parquet with a reason each and counted in metrics.json.
-      as_of: visits after this date/time are bad rows (e.g. clock errors in the export).
+      as_of: the date the answers are as of (default: the day after the latest visit): p_within_{k}d
+        and predicted_next_visit condition on no visit between a customer's last visit and it. Visits
+        after it are bad rows (e.g. clock errors in the export).
     Returns:
       the predictions table: exactly one row per customer in `events` (see DESIGN.md); customers
       all of whose rows were rejected come last, with status "all_rows_rejected".
@@ -351,9 +355,11 @@ def train_all(
     pooled_days = pooled.answer(prep.hist, hold.owner, hold.pos)[0] if pooled is not None else None
     chosen, fallback_by, evaluation, holdout_frame = evaluate_run(
         prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days, mode)
-    mine = holdout_frame.get(f"{mode}_days")
-    residuals = (within_model(prep.hist, hold, mine.to_numpy(), config.data.within_days)
-                 if mine is not None and len(mine) and not config.n_classes else None)
+    as_of = parse_as_of(as_of) if as_of is not None else default_as_of(prep.hist.last_visit)
+    survival, survival_history, asof_scores = None, [], None
+    if config.train.survival_epochs > 0:
+        asof_scores = backtest(checked.events, as_of, config, progress) if out is not None else None  # for the report
+        survival, survival_history = fit_survival(prep.hist, as_of, config, progress)
     if mode == "per_customer":
         answers, fallback_by = np.ones(len(rows), bool), None
     elif mode == "pooled":
@@ -364,11 +370,11 @@ def train_all(
         answers = chosen[rows]
     if result.state is not None:
         run = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged, answers,
-                       fallback_by, pooled, residuals)
+                       fallback_by, pooled, survival)
     else:
         run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool),
-                       fallback_by, pooled, residuals)
-    predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled), checked.orphans)
+                       fallback_by, pooled, survival)
+    predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled, as_of), checked.orphans)
     if out is None:
         return predictions
 
@@ -388,9 +394,11 @@ def train_all(
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
-        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "p_within": residuals}, indent=2)))
+        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of)}, indent=2)))
     if pooled is not None:
-        checkpoint.save_pooled(out / "pooled", pooled.params, pooled.center)
+        checkpoint.save_shared(out / "pooled", pooled.params, pooled.center)
+    if survival is not None:
+        checkpoint.save_shared(out / "survival", survival.params, survival.center)
     if on_bad_rows == "skip":
         _write_atomic(out / "rejected_rows.parquet", checked.rejected.to_parquet)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
@@ -398,6 +406,7 @@ def train_all(
                           seconds_total=time.perf_counter() - t_start)
     metrics["evaluation"] = evaluation
     metrics["pooled_history"] = pooled_history
+    metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = {"read": len(events), "used": len(checked.events), "rejected": len(checked.rejected),
                        "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),

@@ -23,7 +23,9 @@ def main(argv=None) -> None:
     p.add_argument("--time-col", help="timestamp column (default: the run's)")
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="error (default): stop at bad rows; skip: set them aside in OUT_STEM.rejected_rows.parquet")
-    p.add_argument("--as-of", metavar="DATE", help="visits after this date are bad rows (e.g. 2024-06-30)")
+    p.add_argument("--as-of", metavar="DATE",
+                   help="answer as of this date (default: the day after the latest visit): p_within_*d and "
+                        "predicted_next_visit count from it, given no visit since the last; later visits are bad rows")
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -41,7 +43,7 @@ def main(argv=None) -> None:
     d = run.config.data
     checked = check_events(raw, args.id_col or d.id_col, args.time_col or d.time_col, args.customers,
                            on_bad_rows=args.on_bad_rows, as_of=args.as_of)
-    predictions = predict_checked(run, checked)
+    predictions = predict_checked(run, checked, args.as_of)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.on_bad_rows == "skip":
         stem = args.out.rsplit(".", 1)[0]

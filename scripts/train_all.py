@@ -31,7 +31,9 @@ def parse(argv=None) -> argparse.Namespace:
                    help="continue the run in --out from its latest checkpoint (from the start if it has none yet)")
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="error (default): stop at bad rows; skip: set them aside in OUT/rejected_rows.parquet")
-    p.add_argument("--as-of", metavar="DATE", help="visits after this date are bad rows (e.g. 2024-06-30)")
+    p.add_argument("--as-of", metavar="DATE",
+                   help="answer as of this date (default: the day after the latest visit): p_within_*d and "
+                        "predicted_next_visit count from it, given no visit since the last; later visits are bad rows")
     p.add_argument("--sample-customers", type=int, default=2000, help="size of the generated sample (no --customers)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -39,7 +41,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse(argv)
-    from jaxlstm import load_config, make_customers, train_all
+    from jaxlstm import load_config, train_all
+    from jaxlstm.synth import make_log
     from jaxlstm.data.events import read_table
     from jaxlstm.errors import InputError
     from jaxlstm.evaluate import BASELINES
@@ -63,7 +66,7 @@ def main(argv=None) -> None:
     if args.customers:
         events, source = read_table(args.customers), args.customers
     else:
-        events = make_customers(args.sample_customers, seed=config.train.seed)
+        events = make_log(args.sample_customers, seed=config.train.seed)
         events = events.rename(columns={"customer_id": config.data.id_col, "timestamp": config.data.time_col})
         source = f"generated sample of {args.sample_customers} customers"
     predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet, source=source,
@@ -85,6 +88,12 @@ def main(argv=None) -> None:
     if m["rows"]["rejected"]:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in m["rows"]["rejected_by_reason"].items())
         print(f"rejected {m['rows']['rejected']:,} of {m['rows']['read']:,} rows ({reasons}): {out}/rejected_rows.parquet")
+    bt = (m.get("as_of") or {}).get("backtest") or {}
+    if "concordance" in bt:
+        c, k = bt["concordance"], "p_within_30d" if "p_within_30d" in bt["brier"] else next(iter(bt["brier"]), None)
+        brier = f"; {k} Brier {bt['brier'][k]['model']:.3f} (base rate {bt['brier'][k]['base_rate']:.3f})" if k else ""
+        print(f"as of {m['as_of']['date']}; backtest from {bt['cut']}: concordance {c['model']:.3f} (days since last visit "
+              f"{c['days_since_last_visit']:.3f}, last visit + median interval {c['last_visit_plus_median_interval']:.3f}){brier}")
     print(f"predictions: {out}/predictions.parquet ({len(predictions):,} rows); report: {out}/report.md")
 
 

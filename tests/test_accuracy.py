@@ -94,17 +94,6 @@ def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal
     assert mae_signal["auto"] <= 0.4 * best_signal
     assert pred.loc[periodic, "model"].isin(["per_customer", "pooled"]).mean() > 0.8  # a model answers them
 
-    # P(next visit within k days), out of sample: calibrated in the large, monotone in k, and no
-    # worse than the base rate (from a point answer and its holdout errors it cannot do much better
-    # on this mix: that needs a distributional head)
-    assert (pred["p_within_7d"] <= pred["p_within_30d"] + 1e-9).all() and pred["p_within_30d"].between(0, 1).all()
-    within7 = (truth <= 7).astype(float)
-    assert abs(pred["p_within_7d"].mean() - within7.mean()) < 0.06
-    brier = ((pred["p_within_7d"] - within7) ** 2).mean()
-    base_rate = ((within7.mean() - within7) ** 2).mean()
-    print(f"p_within_7d Brier {brier:.3f} vs base rate {base_rate:.3f}")
-    assert brier <= 1.02 * base_rate
-
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())["evaluation"]
     assert set(report["overall"]) == {"auto", "per_customer", "pooled", "customer_mean", "customer_median",
                                       "customer_last", "population_median", "constant"}

@@ -19,7 +19,7 @@ from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
 COLUMNS = ["customer_id", "n_visits", "last_visit", "predicted_interval_days", "predicted_next_visit", "model", "status",
-           "p_within_7d", "p_within_30d"]
+           "days_since_last_visit", "expected_wait_days", "p_within_7d", "p_within_30d", "p_within_90d"]
 
 
 def test_example_log_every_customer_exactly_once(tiny, tmp_path):
@@ -29,7 +29,9 @@ def test_example_log_every_customer_exactly_once(tiny, tmp_path):
     assert len(pred) == raw["id"].nunique() == 5000
     assert sorted(pred["customer_id"].tolist()) == sorted(raw["id"].unique().tolist())
     assert pred["predicted_interval_days"].notna().all()
-    assert (pred["predicted_next_visit"] >= pred["last_visit"]).all()
+    as_of = pd.Timestamp("2015-01-01")  # the day after the log's last visit
+    assert (pred["predicted_next_visit"].dropna() >= as_of).all() and pred["predicted_next_visit"].notna().any()
+    assert pred["p_within_30d"].between(0, 1).all() and (pred["p_within_7d"] <= pred["p_within_30d"]).all()
     visits = raw.groupby("id").size()
     by_id = pred.set_index("customer_id")
     few = by_id["n_visits"] < 5  # look_back 3 needs 5 visits for one window of its own
@@ -53,7 +55,9 @@ def test_fallback_values():
         "customer_id": ["once", "twice", "twice", "thrice", "thrice", "thrice"],
         "timestamp": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-05", "2024-01-01", "2024-01-03", "2024-01-13"]),
     })
-    pred = train_all(events, load_config(None, {"model.mode": "per_customer"}), progress=False).set_index("customer_id")
+    cfg = load_config(None, {"model.mode": "per_customer", "train.survival_epochs": 0})  # the classic date
+    pred = train_all(events, cfg, progress=False).set_index("customer_id")
+    assert pred["p_within_30d"].isna().all()
     assert pred.loc["twice", "predicted_interval_days"] == 4.0
     assert pred.loc["thrice", "predicted_interval_days"] == 6.0  # median of 2 and 10
     assert pred.loc["once", "predicted_interval_days"] == 4.0  # median of all intervals 4, 2, 10

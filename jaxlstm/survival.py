@@ -1,0 +1,109 @@
+"""The survival model: one shared LSTM with the distribution head (see distribution.py), trained on
+every observed interval and on every customer's still-open interval, answering "as of" a date.
+
+Examples:
+- every interval of every customer, observed;
+- each customer's open interval, censored: from its last visit to the as-of date, e days so far.
+The classic recipe throws this one away; it is the only evidence of who is gone.
+Inputs are the pooled model's features of the intervals before (pooled.features), so a customer
+with one visit still trains and answers: its window is all padding. Elapsed time is not an input.
+The answer conditions on it exactly: P(back within k days | no visit in e days) = 1 - S(e+k)/S(e).
+Validation: the examples of one customer in ten (by id hash), for early stopping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jaxlstm.config import Config
+from jaxlstm.data.batching import customer_seeds, uniform
+from jaxlstm.data.intervals import Histories
+from jaxlstm.data.windows import encode
+from jaxlstm.distribution import expected_wait, head_params, p_back_within, remaining_median
+from jaxlstm.pooled import N_FEATURES, _outputs, features, train_shared
+from jaxlstm.step import Compiled, compile_steps
+
+VAL_SHARE = 0.1
+DAY = np.timedelta64(86_400_000_000, "us")
+
+
+def survival_config(config: Config) -> Config:
+    """The run's config with the survival head (no bins: the distribution covers every interval)."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, bins=()),
+                               model=dataclasses.replace(config.model, loss="survival"))
+
+
+def default_as_of(last_visits: np.ndarray) -> pd.Timestamp:
+    """The day after the latest visit in the log (midnight): "now", for a log exported today."""
+    return pd.Timestamp(np.max(last_visits)).normalize() + pd.Timedelta(days=1)
+
+
+def elapsed_days(hist: Histories, as_of: pd.Timestamp) -> np.ndarray:
+    """[N] days from each customer's last visit to `as_of` (0 if it is later), whole days when
+    data.floor_days counted whole days."""
+    e = (np.datetime64(as_of.as_unit("us")) - hist.last_visit.astype("datetime64[us]")) / DAY
+    return np.maximum(e, 0.0)
+
+
+@dataclasses.dataclass
+class SurvivalModel:
+    """The shared survival model: params with a leading axis of 1, its centre (log1p days)."""
+
+    config: Config  # survival_config(run config)
+    params: Any
+    center: float
+    compiled: Compiled | None = None
+
+    def head(self, hist: Histories, owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mu, sigma, logit gone) of the next, unseen interval of customers `owner` (default all)."""
+        cfg = self.config
+        owner = np.arange(hist.n_customers) if owner is None else owner
+        B = cfg.train.pooled_batch
+        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=N_FEATURES)
+        x = features(hist, owner, np.diff(hist.offsets)[owner], cfg.data.look_back, self.center)
+        return head_params(_outputs(compiled, self.params, x, B, cfg), self.center)
+
+    def answer(self, hist: Histories, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+        """Per customer, as of `as_of`: days since the last visit, the median days until the next
+        visit given none so far (inf: more likely gone than back), the expected days until it
+        counting at most the horizon (what ranks customers), and P(visit within k days) for each
+        data.within_days and the horizon."""
+        d = self.config.data
+        e = elapsed_days(hist, as_of)
+        mu, sigma, g = self.head(hist)
+        out = {"days_since_last_visit": e, "remaining_days": remaining_median(e, mu, sigma, g),
+               "expected_wait_days": expected_wait(e, d.horizon_days, mu, sigma, g)}
+        for k in sorted(set(d.within_days) | {d.horizon_days}):
+            out[f"p_within_{k:g}d"] = p_back_within(e, k, mu, sigma, g)
+        return out
+
+
+def examples(hist: Histories, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(owner [P], pos [P], days [P], censored [P]): every observed interval, then each customer's
+    open interval (pos = its interval count, days elapsed by `as_of`)."""
+    N, k = hist.n_customers, np.diff(hist.offsets)
+    owner = np.r_[np.repeat(np.arange(N), k), np.arange(N)]
+    pos = np.r_[np.arange(len(hist.intervals)) - np.repeat(hist.offsets[:-1], k), k]
+    days = np.r_[hist.intervals, elapsed_days(hist, as_of)]
+    censored = np.r_[np.zeros(len(hist.intervals)), np.ones(N)].astype(np.float32)
+    return owner, pos, days, censored
+
+
+def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress: bool = True,
+                 desc: str = "survival") -> tuple[SurvivalModel, list[dict]]:
+    """Train the survival model on a log whose visits all lie before `as_of`."""
+    cfg = survival_config(config)
+    owner, pos, days, censored = examples(hist, as_of)
+    val_customer = uniform(customer_seeds(hist.keys), 0x5E1F, 1)[:, 0] < VAL_SHARE
+    is_val = val_customer[owner]
+    observed = censored == 0
+    center = float(encode(days[observed & ~is_val]).mean()) if (observed & ~is_val).any() else 0.0
+    x = features(hist, owner, pos, cfg.data.look_back, center)
+    y = np.stack([encode(days) - center, censored], -1).astype(np.float32)
+    params, compiled, history = train_shared(cfg, x, y, np.flatnonzero(~is_val), np.flatnonzero(is_val),
+                                             config.train.survival_epochs, desc, progress)
+    return SurvivalModel(cfg, params, center, compiled), history
