@@ -4,7 +4,8 @@
     -> (modes auto, pooled, finetune) the shared model over every customer's intervals
     -> for each epoch, for each chunk: minibatch steps (vmapped, jitted), validation, best-keeping
     -> Orbax checkpoints every N epochs
-    -> holdout scores against baselines, the choice of who answers -> per-customer predictions
+    -> holdout scores against baselines, the choice of who answers
+    -> the survival model (observed + open intervals) and its as-of backtest -> per-customer predictions
 """
 
 from __future__ import annotations
@@ -304,8 +305,8 @@ def train_all(
         `config.data.time_col` (timestamps, dates or ISO-8601 text).
       config: a `Config` (default: `Config()`, i.e. configs/default.toml).
       out_dir: where to write predictions.parquet, metrics.json, report.md + plots/,
-        holdout.parquet, customer_metrics.parquet, answers.json, config.toml, checkpoints/ and
-        pooled/ (None: write nothing, no checkpoints).
+        holdout.parquet, customer_metrics.parquet, answers.json, config.toml, checkpoints/,
+        pooled/ and survival/ (None: write nothing, no checkpoints, no as-of backtest).
       resume: continue from the latest checkpoint in out_dir (same data and config required).
       progress: show a progress bar on stderr.
       source: the name bad-input errors give the table (e.g. its file name).
