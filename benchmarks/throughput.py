@@ -71,7 +71,7 @@ def _customer_groups(events, sample: int, seed: int, look_back: int):
 def loop_seconds_per_customer(events, config, sample: int) -> float:
     """The same JAX model and code path, one customer per call (chunk of 1): what a user gets by
     looping over customers with the jitted step reused. The first customer pays the compile."""
-    from jaxlstm.train import fit, prepare
+    from jaxlstm.fit import fit, prepare
 
     cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, chunk_customers=1))
     groups = _customer_groups(events, sample, 1, cfg.data.look_back)
@@ -92,7 +92,7 @@ def keras_seconds_per_customer(events, config, sample: int) -> float:
         import keras
     except ImportError:
         raise SystemExit("--with-keras needs TensorFlow: pip install -e '.[bench]'") from None
-    from jaxlstm.train import prepare
+    from jaxlstm.fit import prepare
 
     m, t = config.model, config.train
     groups = _customer_groups(events, sample, 2, config.data.look_back)

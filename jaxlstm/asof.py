@@ -24,7 +24,7 @@ import pandas as pd
 from jaxlstm.config import Config
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import histories
-from jaxlstm.survival import DAY, elapsed_days, fit_survival
+from jaxlstm.survival import DAY, elapsed_days, fit_own, fit_survival
 
 
 def truth_after(events: pd.DataFrame, keys: np.ndarray, cut: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +72,10 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
         return {"skipped": f"no visits before {cut} (as-of {as_of} minus data.horizon_days {d.horizon_days:g})"}
     hist = histories(before, floor_days=d.floor_days)
     model, history = fit_survival(hist, cut, config, progress, desc="backtest")
-    ans = model.answer(hist, cut)
+    own = None
+    if config.model.mode in ("per_customer", "finetune"):  # answer as the run will: own survival models too
+        own = fit_own(hist, cut, config, model, config.model.mode == "finetune", progress)
+    ans = model.answer(hist, cut, own)
     days, observed = truth_after(events, hist.keys, cut, as_of)
     since = elapsed_days(hist, cut)
     k_per = np.diff(hist.offsets)

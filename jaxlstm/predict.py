@@ -20,10 +20,11 @@ from jaxlstm.data.events import Checked, check_events, parse_as_of
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
+from jaxlstm.fit import checkpoint_tree, forward_each
 from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
 from jaxlstm.pooled import N_FEATURES, PooledModel, features, n_features
-from jaxlstm.survival import SurvivalModel, default_as_of, survival_config
-from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params, stacked_state_shape
+from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, survival_config
+from jaxlstm.step import Compiled, CustomerState, kept_params, stacked_state_shape
 
 # `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
 PER_CUSTOMER, FINETUNED, NONE = "per_customer", "finetuned", "none"
@@ -45,7 +46,8 @@ class RunModel:
     fallback_by: {history bucket: baseline name or "pooled"} answering where no own model does
       (None: the customer's median, else the population median);
     pooled: the shared model, when the run trained one;
-    survival: the survival model behind the as-of answers (p_within_*d, predicted_next_visit), if trained.
+    survival: the survival model behind the as-of answers (p_within_*d, predicted_next_visit), if trained;
+    own_survival: customers' own survival models (modes per_customer, finetune), answering for them.
     """
 
     config: Config
@@ -57,6 +59,7 @@ class RunModel:
     fallback_by: dict[str, str] | None = None
     pooled: PooledModel | None = None
     survival: SurvivalModel | None = None
+    own_survival: OwnSurvival | None = None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -88,7 +91,7 @@ def load_run(run_dir: str | Path) -> RunModel:
             answers = table["model_answers"].to_numpy(bool)
     if saved is not None:
         fallback_by = saved["fallback_by_history"]
-    pooled = survival = None
+    pooled = survival = own_survival = None
     if (run_dir / "pooled").exists():
         params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
         pooled = PooledModel(config, params_p, center_p)
@@ -96,34 +99,14 @@ def load_run(run_dir: str | Path) -> RunModel:
         s_cfg = survival_config(config)
         params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, N_FEATURES).params)
         survival = SurvivalModel(s_cfg, params_s, center_s)
-    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival)
-
-
-def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
-    """The pytree a checkpoint holds (numpy leaves)."""
-    return {"customers": state._asdict(), "center": center, "epoch": np.array(epoch)}
-
-
-def _forward(run: RunModel, rows: np.ndarray, x: np.ndarray, compiled: Compiled | None) -> np.ndarray:
-    """Model outputs [n, K] for run customers `rows` on one input window each, x [n, L, F]."""
-    cfg = run.config
-    if len(rows) == 0:
-        return np.zeros((0, cfg.n_classes or 1), np.float32)
-    if compiled is None:
-        compiled = compile_steps(cfg, max(1, min(cfg.train.chunk_customers, len(rows))), cfg.train.batch_size,
-                                 only=("evaluate",), n_features=x.shape[-1])
-    C, B = compiled.shape
-    pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
-    rows, x = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x, np.repeat(x[:1], pad, 0)])
-    y, mask = np.zeros((C, B), np.int32 if cfg.n_classes else np.float32), np.zeros((C, B), np.float32)
-    outs = []
-    for start in range(0, len(rows), C):
-        part = rows[start : start + C]
-        params = jax.tree_util.tree_map(lambda a: a[part], run.params)
-        xb = np.zeros((C, B) + x.shape[1:], np.float32)
-        xb[:, 0] = x[start : start + C]
-        outs.append(np.asarray(compiled.evaluate(params, xb, y, mask)[2])[:, 0])
-    return np.concatenate(outs)[: len(rows) - pad]
+        found_own = checkpoint.read_meta(run_dir / "survival_checkpoints")
+        if found_own is not None:
+            step_o, meta_o = found_own
+            own_keys = np.asarray(meta_o["customer_ids"], dtype=str)
+            abstract = checkpoint_tree(stacked_state_shape(s_cfg, len(own_keys), N_FEATURES), np.zeros(len(own_keys), np.float32), 0)
+            state_o = CustomerState(**checkpoint.restore(run_dir / "survival_checkpoints", step_o, abstract)["customers"])
+            own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
+    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival)
 
 
 def add_days(when: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -175,7 +158,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
         x = features(hist, idx, np.diff(hist.offsets)[idx], cfg.data.look_back, float(run.center[0]) if len(run.center) else 0.0)
     else:
         x = model_inputs(windows.last[idx], run.center[row[idx]])
-    out = _forward(run, row[idx], x, compiled)
+    out = forward_each(cfg, run.params, row[idx], x, compiled)
     if cfg.n_classes:
         probs = np.full((N, cfg.n_classes), np.nan, np.float32)
         probs[idx] = np.asarray(jax.nn.softmax(out, axis=-1))
@@ -202,7 +185,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     ks = sorted(set(cfg.data.within_days) | {cfg.data.horizon_days})
     if run.survival is not None and N:
         as_of = as_of if as_of is not None else default_as_of(hist.last_visit)
-        asof = run.survival.answer(hist, as_of)
+        asof = run.survival.answer(hist, as_of, run.own_survival)
         when = np.full(N, np.datetime64(as_of.as_unit("ns")), "datetime64[ns]")
         frame["predicted_next_visit"] = add_days(when, np.where(np.isfinite(asof["remaining_days"]), asof["remaining_days"], np.nan))
         frame["days_since_last_visit"] = asof["days_since_last_visit"]

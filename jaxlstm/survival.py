@@ -9,6 +9,13 @@ Inputs are the pooled model's features of the intervals before (pooled.features)
 with one visit still trains and answers: its window is all padding. Elapsed time is not an input.
 The answer conditions on it exactly: P(back within k days | no visit in e days) = 1 - S(e+k)/S(e).
 Validation: the examples of one customer in ten (by id hash), for early stopping.
+
+Own survival models (modes per_customer and finetune): every customer with enough history for an
+own point model also gets its own survival model, trained like the point models (vmapped, early
+stopped on its latest observed intervals, checkpointed) on its observed intervals and its open
+one. per_customer trains them from scratch (the classic recipe's spirit: the customer's own data
+only), finetune starts each from the shared survival model. Everyone else is answered by the
+shared one.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ import numpy as np
 import pandas as pd
 
 from jaxlstm.config import Config
+from jaxlstm.data import batching
 from jaxlstm.data.batching import customer_seeds, uniform
 from jaxlstm.data.intervals import Histories
-from jaxlstm.data.windows import encode
+from jaxlstm.data.windows import Windows, encode
 from jaxlstm.distribution import expected_wait, head_params, p_back_within, remaining_median
+from jaxlstm.fit import Prepared, fit, forward_each
 from jaxlstm.pooled import N_FEATURES, _outputs, features, train_shared
-from jaxlstm.step import Compiled, compile_steps
+from jaxlstm.step import Compiled, compile_steps, kept_params
 
 VAL_SHARE = 0.1
 DAY = np.timedelta64(86_400_000_000, "us")
@@ -67,19 +76,41 @@ class SurvivalModel:
         x = features(hist, owner, np.diff(hist.offsets)[owner], cfg.data.look_back, self.center)
         return head_params(_outputs(compiled, self.params, x, B, cfg), self.center)
 
-    def answer(self, hist: Histories, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
+    def answer(self, hist: Histories, as_of: pd.Timestamp, own: OwnSurvival | None = None) -> dict[str, np.ndarray]:
         """Per customer, as of `as_of`: days since the last visit, the median days until the next
         visit given none so far (inf: more likely gone than back), the expected days until it
         counting at most the horizon (what ranks customers), and P(visit within k days) for each
-        data.within_days and the horizon."""
+        data.within_days and the horizon. Customers with a healthy model in `own` get its answer."""
         d = self.config.data
         e = elapsed_days(hist, as_of)
         mu, sigma, g = self.head(hist)
+        if own is not None:
+            row = pd.Index(own.keys).get_indexer(hist.keys)
+            idx = np.flatnonzero(row >= 0)
+            idx = idx[~own.diverged[row[idx]]]
+            if len(idx):
+                mu[idx], sigma[idx], g[idx] = own.head(hist, idx, row[idx])
         out = {"days_since_last_visit": e, "remaining_days": remaining_median(e, mu, sigma, g),
                "expected_wait_days": expected_wait(e, d.horizon_days, mu, sigma, g)}
         for k in sorted(set(d.within_days) | {d.horizon_days}):
             out[f"p_within_{k:g}d"] = p_back_within(e, k, mu, sigma, g)
         return out
+
+
+@dataclasses.dataclass
+class OwnSurvival:
+    """Customers' own survival models: keys [n] str, params with a leading [n], diverged [n] bool."""
+
+    config: Config  # survival_config(run config)
+    keys: np.ndarray
+    params: Any
+    center: float  # the inputs' shift: the shared model's centre
+    diverged: np.ndarray
+
+    def head(self, hist: Histories, owner: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mu, sigma, logit gone) of the next interval of customers `owner` of hist, whose models are `rows`."""
+        x = features(hist, owner, np.diff(hist.offsets)[owner], self.config.data.look_back, self.center)
+        return head_params(forward_each(self.config, self.params, rows, x), self.center)
 
 
 def examples(hist: Histories, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -107,3 +138,42 @@ def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress:
     params, compiled, history = train_shared(cfg, x, y, np.flatnonzero(~is_val), np.flatnonzero(is_val),
                                              config.train.survival_epochs, desc, progress)
     return SurvivalModel(cfg, params, center, compiled), history
+
+
+def own_prepared(hist: Histories, as_of: pd.Timestamp, config: Config, center: float) -> Prepared:
+    """The survival examples of every customer with an own point model's history (look_back + 1
+    intervals), packed for the per-customer trainer: observed intervals, the latest val_fraction of
+    them validating, and the open interval (censored) training."""
+    d, t = config.data, config.train
+    owner, pos, days, censored = examples(hist, as_of)
+    order = np.lexsort((pos, owner))  # per customer: its intervals, then its open one
+    owner, pos, days, censored = owner[order], pos[order], days[order], censored[order]
+    N, k = hist.n_customers, np.diff(hist.offsets)
+    offsets = np.r_[0, np.cumsum(k + 1)]
+    seeds = customer_seeds(hist.keys)
+    obs_offsets = np.r_[0, np.cumsum(k)]
+    obs_val = batching.split_windows(obs_offsets, seeds, "temporal", d.val_fraction, t.seed)
+    is_val = np.zeros(len(owner), bool)
+    is_val[censored == 0] = obs_val
+    windows = Windows(np.zeros((len(owner), d.look_back), np.float32), days.astype(np.float32), offsets,
+                      np.zeros((N, d.look_back), np.float32), np.zeros(N, bool))
+    rows = np.flatnonzero(k >= d.look_back + 1)
+    C = max(1, min(t.chunk_customers, len(rows)))
+    chunks = batching.pack_chunks(
+        windows, is_val, np.full(N, center, np.float32), seeds, rows, C, t.batch_size,
+        inputs=lambda g, _c: features(hist, owner[g], pos[g], d.look_back, center),
+        targets=lambda g, c: np.stack([encode(days[g]) - c, censored[g]], -1).astype(np.float32))
+    return Prepared(hist, windows, is_val, np.full(N, center, np.float32), seeds, chunks)
+
+
+def fit_own(hist: Histories, as_of: pd.Timestamp, config: Config, shared: SurvivalModel, from_shared: bool,
+            progress: bool = True, ckpt_dir=None, resume: bool = False) -> OwnSurvival | None:
+    """Train the customers' own survival models (see the module doc); None when nobody qualifies."""
+    cfg = survival_config(config)
+    prep = own_prepared(hist, as_of, cfg, shared.center)
+    if not prep.chunks:
+        return None
+    result = fit(prep, cfg, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
+                 start_from=shared.params if from_shared else None, desc="own survival")
+    return OwnSurvival(cfg, hist.keys[prep.model_rows], kept_params(result.state, cfg), shared.center,
+                       np.asarray(result.state.diverged))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,256 +20,19 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from jaxlstm import checkpoint
-from jaxlstm.config import Config
-from jaxlstm.data import batching
-from jaxlstm.data.events import check_events, parse_as_of
-from jaxlstm.data.intervals import Histories, histories
-from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
-from jaxlstm.errors import InputError
 from jaxlstm.asof import backtest
+from jaxlstm.config import Config
+from jaxlstm.data.events import check_events, parse_as_of
+from jaxlstm.errors import InputError
 from jaxlstm.evaluate import evaluate_run, holdout
+from jaxlstm.fit import Fit, Prepared, _say, fit, for_finetuning, prepare
+from jaxlstm.pooled import fit_pooled
+from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, predict_frame
 from jaxlstm.report import write_report
-from jaxlstm.pooled import PooledModel, fit_pooled, window_features
-from jaxlstm.survival import default_as_of, fit_survival
-from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, checkpoint_tree, predict_frame
-from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """The data of a run, ready for the trainer (all numpy; see the data layer for shapes)."""
-
-    hist: Histories
-    windows: Windows
-    is_val: np.ndarray  # [M] bool
-    center: np.ndarray  # [N] float32
-    seeds: np.ndarray  # [N] uint64
-    chunks: list[batching.Chunk]
-
-    @property
-    def model_rows(self) -> np.ndarray:
-        """Customers that get a model, in chunk order (the order of every saved per-customer array)."""
-        return np.concatenate([c.rows[c.real] for c in self.chunks]) if self.chunks else np.zeros(0, np.int64)
-
-
-def prepare(events: pd.DataFrame, config: Config) -> Prepared:
-    d, t = config.data, config.train
-    hist = histories(events, floor_days=d.floor_days)
-    windows = make_windows(hist, d.look_back)
-    seeds = batching.customer_seeds(hist.keys)
-    is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)
-    center = batching.centers(windows, is_val)
-    return _packed(Prepared(hist, windows, is_val, center, seeds, []), config)
-
-
-def _packed(prep: Prepared, config: Config, inputs=None) -> Prepared:
-    rows = np.flatnonzero(prep.windows.counts > 0)
-    C = max(1, min(config.train.chunk_customers, len(rows)))
-    chunks = batching.pack_chunks(prep.windows, prep.is_val, prep.center, prep.seeds, rows, C, config.train.batch_size,
-                                  config.data.bins, inputs)
-    return dataclasses.replace(prep, chunks=chunks)
-
-
-def for_finetuning(prep: Prepared, config: Config, pooled: PooledModel) -> Prepared:
-    """The same customers repacked for fine-tuning the pooled model: its inputs and its centre."""
-    center = np.full(prep.hist.n_customers, pooled.center, np.float32)
-    inputs = window_features(prep.hist, prep.windows, config.data.look_back, pooled.center)
-    return _packed(dataclasses.replace(prep, center=center), config, inputs)
-
-
-def _shuffled(chunk: batching.Chunk, run_seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's training windows in a fresh random order (padding stays last)."""
-    seeds = (chunk.seeds[:, 0].astype(np.uint64) << np.uint64(32)) | chunk.seeds[:, 1].astype(np.uint64)
-    W = chunk.x_train.shape[1]
-    u = batching.uniform(seeds, (run_seed << 20) + 2 * epoch + 2, W)
-    u[np.arange(W)[None, :] >= chunk.n_train[:, None]] = 2.0
-    order = np.argsort(u, axis=1, kind="stable")
-    return np.take_along_axis(chunk.x_train, order[:, :, None, None], 1), np.take_along_axis(chunk.y_train, order, 1)
-
-
-def _batches(n: np.ndarray, width: int, B: int):
-    """(k, slice, mask [C, B]) for each minibatch position k over `width` padded windows."""
-    for k in range(-(-int(n.max()) // B) if len(n) and n.max() > 0 else 0):
-        mask = ((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32)
-        yield k, slice(k * B, (k + 1) * B), mask
-
-
-def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int, outputs: bool = False):
-    """Per-customer validation with `params`: (loss_sum [C], n [C]) as device arrays, plus the
-    outputs [C, Wv, K] (numpy) when asked; fetching them waits for the device, so training doesn't."""
-    sums, ns, outs = [], [], []
-    for _, sl, mask in _batches(chunk.n_val, chunk.x_val.shape[1], B):
-        s, n, out = compiled.evaluate(params, chunk.x_val[:, sl], chunk.y_val[:, sl], mask)
-        sums.append(s), ns.append(n), outs.append(out)
-    C = len(chunk.rows)
-    zero = np.zeros(C, np.float32)
-    result = (sum(sums) if sums else zero, sum(ns) if ns else zero)
-    if outputs:
-        K = compiled.evaluate.out_info[2].shape[-1]
-        result += (np.concatenate([np.asarray(o) for o in outs], axis=1) if outs else np.zeros((C, 0, K), np.float32),)
-    return result
-
-
-def _gather(states: list, chunks: list[batching.Chunk]) -> Any:
-    """Per-chunk device states -> one numpy tree over all model customers (padding dropped)."""
-    return jax.tree_util.tree_map(
-        lambda *xs: np.concatenate([np.asarray(x)[c.real] for x, c in zip(xs, chunks)]), *states
-    )
-
-
-def _scatter(tree: Any, states: list, chunks: list[batching.Chunk]) -> list:
-    """Inverse of _gather: put restored rows back into each chunk's state."""
-    out, start = [], 0
-    for st, c in zip(states, chunks):
-        n = int(c.real.sum())
-
-        def put(full, cur, start=start, n=n, real=c.real):
-            cur = np.array(cur)
-            cur[real] = full[start : start + n]
-            return cur
-
-        out.append(jax.tree_util.tree_map(put, tree, st))
-        start += n
-    return out
-
-
-@dataclasses.dataclass
-class Fit:
-    state: Any  # CustomerState over all model customers (numpy, chunk order)
-    compiled: Compiled | None
-    history: list[dict[str, float]]
-    seconds_compile: float
-    seconds_train: float
-    epochs_run: int
-    val_sum: np.ndarray  # [N_model] best-params validation metrics
-    val_n: np.ndarray
-    val_error: np.ndarray  # [N_model] MAE days (regression) or error rate (classification)
-    val_days: np.ndarray  # [M windows] the kept parameters' answer in days on validation windows, else NaN
-    val_class: np.ndarray  # [M] its class when binning, else -1
-
-
-def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
-        start_from: Any = None) -> Fit:
-    """Train every customer's model. Resumes from the latest checkpoint in `ckpt_dir` if asked.
-    start_from: parameters (leading axis 1) every customer starts from instead of its own init."""
-    t = config.train
-    chunks, B = prep.chunks, t.batch_size
-    keys = prep.hist.keys[prep.model_rows]
-    center = prep.center[prep.model_rows]
-    if not chunks:
-        M = len(prep.windows.y)
-        return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0), np.full(M, np.nan), np.full(M, -1))
-    C = len(chunks[0].rows)
-    t_compile = time.perf_counter()
-    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1])
-    seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
-    seed = np.int32(t.seed)
-    states = [compiled.init(seed, c.seeds) for c in chunks]
-    if start_from is not None:  # RMSprop's state starts at zero whatever the parameters: keep it
-        tiled = jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from)
-        states = [st._replace(params=tiled, best_params=tiled) for st in states]
-    print_ = _say if progress else (lambda *_: None)
-
-    fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
-    meta = {
-        "config": config.to_dict(),
-        "customer_ids": keys.tolist(),
-        "fingerprint": fp,
-        "n_features": int(chunks[0].x_train.shape[-1]),  # 4 for models fine-tuned from the pooled one
-        # all randomness is counter-based, a pure function of these: nothing else to carry
-        "rng": {"seed": t.seed, "streams": "hash(seed, customer id) -> init key; hash(seed, id, epoch, step) -> dropout, order"},
-    }
-    start = 0
-    mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
-    found = checkpoint.read_meta(ckpt_dir) if resume and ckpt_dir is not None else None
-    if resume and found is None:  # killed before the first checkpoint: nothing to keep
-        print_(f"no checkpoint in {ckpt_dir} yet: starting from epoch 0")
-    elif resume:
-        start, saved = found
-        if saved["fingerprint"] != fp:
-            raise InputError(f"--resume: {ckpt_dir} was trained on other data or another config; start a new run or drop --resume")
-        restored = checkpoint.restore(ckpt_dir, start, checkpoint_tree(_gather(states, chunks), center, 0))
-        states = _scatter(CustomerState(**restored["customers"]), states, chunks)
-        print_(f"resumed from {ckpt_dir} after epoch {start}")
-    history: list[dict[str, float]] = list(found[1].get("history", [])) if resume and found else []
-    n_model = len(keys)
-    t0 = time.perf_counter()
-    done = [bool(np.asarray(st.stopped).all()) for st in states]
-    bar = tqdm(range(start, t.epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
-    for epoch in bar:
-        tr_sum, tr_n, va_sum, va_n = [], [], [], []
-        for ci, chunk in enumerate(chunks):
-            st = states[ci]
-            if done[ci]:
-                continue
-            xs, ys = _shuffled(chunk, t.seed, epoch)
-            for k, sl, mask in _batches(chunk.n_train, xs.shape[1], B):
-                drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
-                st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, drop)
-                tr_sum.append(s), tr_n.append(n)
-            vs, vn = _validate(compiled, st.params, chunk, B)
-            va_sum.append(vs), va_n.append(vn)
-            states[ci] = compiled.end_epoch(st, vs, vn, np.int32(epoch))
-        done = [bool(np.asarray(st.stopped).all()) for st in states]  # one wait per epoch, not per chunk
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": float(sum(np.asarray(x).sum() for x in tr_sum) / max(sum(np.asarray(x).sum() for x in tr_n), 1)),
-            "val_loss": float(sum(np.asarray(x).sum() for x in va_sum) / max(sum(np.asarray(x).sum() for x in va_n), 1)),
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
-                        customer_epochs_s=f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}")
-        if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
-            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), {**meta, "history": history})
-    jax.block_until_ready(states)
-    seconds = time.perf_counter() - t0
-    if mngr is not None:
-        if mngr.latest_step() is None:  # e.g. epochs = 0: still leave a run that predict.py can read
-            checkpoint.save(mngr, start, checkpoint_tree(_gather(states, chunks), center, start), meta)
-        mngr.wait_until_finished()
-
-    # what the parameters each customer keeps answer on its validation windows
-    M = len(prep.windows.y)
-    val_days, val_class = np.full(M, np.nan), np.full(M, -1, np.int64)
-    val_sum, val_n = [], []
-    for st, chunk in zip(states, chunks):
-        s, n, out = _validate(compiled, kept_params(st, config), chunk, B, outputs=True)
-        val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
-        _put_val_answers(out, chunk, prep, config, val_days, val_class)
-    rows = prep.model_rows
-    owner = np.repeat(np.arange(prep.hist.n_customers), prep.windows.counts)
-    wrong = (val_class != to_bins(prep.windows.y, config.data.bins)) if config.n_classes else np.abs(val_days - prep.windows.y)
-    has = ~np.isnan(val_days)
-    n_val = np.bincount(owner[has], minlength=prep.hist.n_customers)[rows]
-    err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
-    return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, t.epochs - start,
-               np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class)
-
-
-def _put_val_answers(out: np.ndarray, chunk: batching.Chunk, prep: Prepared, config: Config,
-                     val_days: np.ndarray, val_class: np.ndarray) -> None:
-    """Write a chunk's validation outputs [C, Wv, K] into the flat per-window answers (days, class)."""
-    offsets = prep.windows.offsets
-    for i, r in enumerate(chunk.rows):
-        n = int(chunk.n_val[i])
-        if r < 0 or n == 0:
-            continue
-        idx = offsets[r] + np.flatnonzero(prep.is_val[offsets[r] : offsets[r + 1]])
-        if config.n_classes:
-            val_class[idx] = out[i, :n].argmax(-1)
-            val_days[idx] = bin_values(config.data.bins)[val_class[idx]]
-        else:
-            val_days[idx] = decode(out[i, :n, 0] + chunk.center[i])
-
-
-def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+from jaxlstm.step import kept_params
+from jaxlstm.survival import default_as_of, fit_own, fit_survival
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -361,6 +123,10 @@ def train_all(
     if config.train.survival_epochs > 0:
         asof_scores = backtest(checked.events, as_of, config, progress) if out is not None else None  # for the report
         survival, survival_history = fit_survival(prep.hist, as_of, config, progress)
+    own_survival = None
+    if survival is not None and mode in ("per_customer", "finetune"):  # own survival models too
+        own_survival = fit_own(prep.hist, as_of, config, survival, mode == "finetune", progress,
+                               out / "survival_checkpoints" if out is not None else None, resume)
     if mode == "per_customer":
         answers, fallback_by = np.ones(len(rows), bool), None
     elif mode == "pooled":
@@ -371,10 +137,10 @@ def train_all(
         answers = chosen[rows]
     if result.state is not None:
         run = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged, answers,
-                       fallback_by, pooled, survival)
+                       fallback_by, pooled, survival, own_survival)
     else:
         run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool),
-                       fallback_by, pooled, survival)
+                       fallback_by, pooled, survival, own_survival)
     predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled, as_of), checked.orphans)
     if out is None:
         return predictions

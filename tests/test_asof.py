@@ -91,3 +91,27 @@ def test_as_of_answers_beat_both_classic_rankings_on_a_log_with_churners(tmp_pat
     # the run folder answers the same as of the same date
     again = predict(tmp_path / "run", before, as_of=str(as_of.date()))
     pd.testing.assert_frame_equal(again, pred)
+
+
+def test_own_survival_models_start_from_the_shared_one_or_from_scratch(tmp_path):
+    log = make_log(120, seed=5, days=400, churn_share=0.3)[["customer_id", "timestamp"]]
+    cols = ["p_within_7d", "p_within_30d", "p_within_90d", "expected_wait_days"]
+
+    def run(mode, epochs):
+        cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": mode, "train.epochs": epochs,
+                                                            "train.pooled_epochs": 1, "train.survival_epochs": 3})
+        return train_all(log, cfg, tmp_path / f"{mode}{epochs}", progress=False).set_index("customer_id")
+
+    shared = run("auto", 3)  # the shared survival model answers everyone
+    # finetune with 0 epochs: every own survival model is the shared one, so the answers are too
+    tuned = run("finetune", 0)
+    np.testing.assert_allclose(tuned[cols].to_numpy(), shared[cols].to_numpy(), rtol=1e-4, atol=1e-6)
+    # per_customer: own survival models trained from scratch answer for customers with enough history
+    own = run("per_customer", 3)
+    enough = own["n_visits"] >= 3 + 2
+    assert enough.any() and (~enough).any()
+    np.testing.assert_allclose(own.loc[~enough, cols].to_numpy(), shared.loc[~enough, cols].to_numpy(), rtol=1e-6)
+    same = np.isclose(own.loc[enough, cols].to_numpy(), shared.loc[enough, cols].to_numpy(), rtol=1e-3).all(1)
+    assert same.mean() < 0.05
+    assert (tmp_path / "per_customer3" / "survival_checkpoints").is_dir()
+    pd.testing.assert_frame_equal(predict(tmp_path / "per_customer3", log).set_index("customer_id"), own)

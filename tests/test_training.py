@@ -12,7 +12,7 @@ from jaxlstm.config import load_config
 from jaxlstm.data.events import validate_events
 from jaxlstm.errors import InputError
 from jaxlstm.synth import make_customers
-from jaxlstm.train import fit, prepare
+from jaxlstm.fit import fit, prepare
 
 
 def _params_by_key(prep, result):

@@ -130,10 +130,13 @@ def pack_chunks(
     batch_size: int,
     bins: tuple[float, ...] = (),
     inputs=None,
+    targets=None,
 ) -> list[Chunk]:
     """Pack customers `rows` (each with >= 1 training window) into chunks of `chunk_size` customers.
-    `inputs(window indices, centers) -> [n, L, F]` builds the model inputs (default: `model_inputs`)."""
+    `inputs(window indices, centers) -> [n, L, F]` builds the model inputs (default: `model_inputs`),
+    `targets(window indices, centers) -> [n, ...]` the targets (default: `model_targets`)."""
     inputs = inputs or (lambda g, c: model_inputs(windows.x[g], c))
+    targets = targets or (lambda g, c: model_targets(windows.y[g], c, bins))
     counts = np.diff(windows.offsets)
     n_train_all = np.bincount(np.repeat(np.arange(len(counts)), counts)[~is_val], minlength=len(counts))
     rows = np.asarray(rows, np.int64)
@@ -142,6 +145,7 @@ def pack_chunks(
     L = windows.x.shape[1]
     F = inputs(np.zeros(1, np.int64), np.zeros(1, np.float32)).shape[-1] if len(windows.x) else 1
     y_dtype = np.int32 if bins else np.float32
+    y_extra = targets(np.zeros(1, np.int64), np.zeros(1, np.float32)).shape[1:] if len(windows.x) else ()
     owner = np.repeat(np.arange(len(counts)), counts)
     chunks = []
     for start in range(0, len(rows), C):
@@ -161,10 +165,10 @@ def pack_chunks(
             col = np.arange(len(g)) - np.r_[0, np.cumsum(n)[:-1]][slot]  # rank within its customer
             W = _round_up(int(n.max()), B) if n.max() > 0 else 0
             x = np.zeros((C, W, L, F), np.float32)
-            y = np.zeros((C, W), y_dtype)
+            y = np.zeros((C, W) + y_extra, y_dtype)
             if len(g):
                 x[slot, col] = inputs(g, c[slot])
-                y[slot, col] = model_targets(windows.y[g], c[slot], bins)
+                y[slot, col] = targets(g, c[slot])
             return x, y, n
 
         x_train, y_train, n_train = pack(mine[~is_val[mine]])

@@ -1,0 +1,292 @@
+"""The per-customer trainer: a run's data packed into chunks, then every customer's model trained
+at once (vmapped, jitted steps; per-customer early stopping; Orbax checkpoints and resume).
+
+    events -> histories -> windows -> split -> chunks of C customers
+    -> for each epoch, for each chunk: minibatch steps, validation, best-keeping -> checkpoints
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from jaxlstm import checkpoint
+from jaxlstm.config import Config
+from jaxlstm.data import batching
+from jaxlstm.data.intervals import Histories, histories
+from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
+from jaxlstm.errors import InputError
+from jaxlstm.pooled import PooledModel, window_features
+from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The data of a run, ready for the trainer (all numpy; see the data layer for shapes)."""
+
+    hist: Histories
+    windows: Windows
+    is_val: np.ndarray  # [M] bool
+    center: np.ndarray  # [N] float32
+    seeds: np.ndarray  # [N] uint64
+    chunks: list[batching.Chunk]
+
+    @property
+    def model_rows(self) -> np.ndarray:
+        """Customers that get a model, in chunk order (the order of every saved per-customer array)."""
+        return np.concatenate([c.rows[c.real] for c in self.chunks]) if self.chunks else np.zeros(0, np.int64)
+
+
+def prepare(events: pd.DataFrame, config: Config) -> Prepared:
+    d, t = config.data, config.train
+    hist = histories(events, floor_days=d.floor_days)
+    windows = make_windows(hist, d.look_back)
+    seeds = batching.customer_seeds(hist.keys)
+    is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)
+    center = batching.centers(windows, is_val)
+    return _packed(Prepared(hist, windows, is_val, center, seeds, []), config)
+
+
+def _packed(prep: Prepared, config: Config, inputs=None) -> Prepared:
+    rows = np.flatnonzero(prep.windows.counts > 0)
+    C = max(1, min(config.train.chunk_customers, len(rows)))
+    chunks = batching.pack_chunks(prep.windows, prep.is_val, prep.center, prep.seeds, rows, C, config.train.batch_size,
+                                  config.data.bins, inputs)
+    return dataclasses.replace(prep, chunks=chunks)
+
+
+def for_finetuning(prep: Prepared, config: Config, pooled: PooledModel) -> Prepared:
+    """The same customers repacked for fine-tuning the pooled model: its inputs and its centre."""
+    center = np.full(prep.hist.n_customers, pooled.center, np.float32)
+    inputs = window_features(prep.hist, prep.windows, config.data.look_back, pooled.center)
+    return _packed(dataclasses.replace(prep, center=center), config, inputs)
+
+
+def _shuffled(chunk: batching.Chunk, run_seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's training windows in a fresh random order (padding stays last)."""
+    seeds = (chunk.seeds[:, 0].astype(np.uint64) << np.uint64(32)) | chunk.seeds[:, 1].astype(np.uint64)
+    W = chunk.x_train.shape[1]
+    u = batching.uniform(seeds, (run_seed << 20) + 2 * epoch + 2, W)
+    u[np.arange(W)[None, :] >= chunk.n_train[:, None]] = 2.0
+    order = np.argsort(u, axis=1, kind="stable")
+    y_order = order.reshape(order.shape + (1,) * (chunk.y_train.ndim - 2))  # survival targets carry a flag
+    return np.take_along_axis(chunk.x_train, order[:, :, None, None], 1), np.take_along_axis(chunk.y_train, y_order, 1)
+
+
+def _batches(n: np.ndarray, width: int, B: int):
+    """(k, slice, mask [C, B]) for each minibatch position k over `width` padded windows."""
+    for k in range(-(-int(n.max()) // B) if len(n) and n.max() > 0 else 0):
+        mask = ((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32)
+        yield k, slice(k * B, (k + 1) * B), mask
+
+
+def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int, outputs: bool = False):
+    """Per-customer validation with `params`: (loss_sum [C], n [C]) as device arrays, plus the
+    outputs [C, Wv, K] (numpy) when asked; fetching them waits for the device, so training doesn't."""
+    sums, ns, outs = [], [], []
+    for _, sl, mask in _batches(chunk.n_val, chunk.x_val.shape[1], B):
+        s, n, out = compiled.evaluate(params, chunk.x_val[:, sl], chunk.y_val[:, sl], mask)
+        sums.append(s), ns.append(n), outs.append(out)
+    C = len(chunk.rows)
+    zero = np.zeros(C, np.float32)
+    result = (sum(sums) if sums else zero, sum(ns) if ns else zero)
+    if outputs:
+        K = compiled.evaluate.out_info[2].shape[-1]
+        result += (np.concatenate([np.asarray(o) for o in outs], axis=1) if outs else np.zeros((C, 0, K), np.float32),)
+    return result
+
+
+def _gather(states: list, chunks: list[batching.Chunk]) -> Any:
+    """Per-chunk device states -> one numpy tree over all model customers (padding dropped)."""
+    return jax.tree_util.tree_map(
+        lambda *xs: np.concatenate([np.asarray(x)[c.real] for x, c in zip(xs, chunks)]), *states
+    )
+
+
+def _scatter(tree: Any, states: list, chunks: list[batching.Chunk]) -> list:
+    """Inverse of _gather: put restored rows back into each chunk's state."""
+    out, start = [], 0
+    for st, c in zip(states, chunks):
+        n = int(c.real.sum())
+
+        def put(full, cur, start=start, n=n, real=c.real):
+            cur = np.array(cur)
+            cur[real] = full[start : start + n]
+            return cur
+
+        out.append(jax.tree_util.tree_map(put, tree, st))
+        start += n
+    return out
+
+
+@dataclasses.dataclass
+class Fit:
+    state: Any  # CustomerState over all model customers (numpy, chunk order)
+    compiled: Compiled | None
+    history: list[dict[str, float]]
+    seconds_compile: float
+    seconds_train: float
+    epochs_run: int
+    val_sum: np.ndarray  # [N_model] best-params validation metrics
+    val_n: np.ndarray
+    val_error: np.ndarray  # [N_model] MAE days (regression) or error rate (classification)
+    val_days: np.ndarray  # [M windows] the kept parameters' answer in days on validation windows, else NaN
+    val_class: np.ndarray  # [M] its class when binning, else -1
+
+
+def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
+        start_from: Any = None, desc: str = "train") -> Fit:
+    """Train every customer's model. Resumes from the latest checkpoint in `ckpt_dir` if asked.
+    start_from: parameters (leading axis 1) every customer starts from instead of its own init."""
+    t = config.train
+    chunks, B = prep.chunks, t.batch_size
+    keys = prep.hist.keys[prep.model_rows]
+    center = prep.center[prep.model_rows]
+    if not chunks:
+        M = len(prep.windows.y)
+        return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0), np.full(M, np.nan), np.full(M, -1))
+    C = len(chunks[0].rows)
+    t_compile = time.perf_counter()
+    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1])
+    seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
+    seed = np.int32(t.seed)
+    states = [compiled.init(seed, c.seeds) for c in chunks]
+    if start_from is not None:  # RMSprop's state starts at zero whatever the parameters: keep it
+        tiled = jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from)
+        states = [st._replace(params=tiled, best_params=tiled) for st in states]
+    print_ = _say if progress else (lambda *_: None)
+
+    fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
+    meta = {
+        "config": config.to_dict(),
+        "customer_ids": keys.tolist(),
+        "fingerprint": fp,
+        "n_features": int(chunks[0].x_train.shape[-1]),  # 4 for models fine-tuned from the pooled one
+        # all randomness is counter-based, a pure function of these: nothing else to carry
+        "rng": {"seed": t.seed, "streams": "hash(seed, customer id) -> init key; hash(seed, id, epoch, step) -> dropout, order"},
+    }
+    start = 0
+    mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
+    found = checkpoint.read_meta(ckpt_dir) if resume and ckpt_dir is not None else None
+    if resume and found is None:  # killed before the first checkpoint: nothing to keep
+        print_(f"no checkpoint in {ckpt_dir} yet: starting from epoch 0")
+    elif resume:
+        start, saved = found
+        if saved["fingerprint"] != fp:
+            raise InputError(f"--resume: {ckpt_dir} was trained on other data or another config; start a new run or drop --resume")
+        restored = checkpoint.restore(ckpt_dir, start, checkpoint_tree(_gather(states, chunks), center, 0))
+        states = _scatter(CustomerState(**restored["customers"]), states, chunks)
+        print_(f"resumed from {ckpt_dir} after epoch {start}")
+    history: list[dict[str, float]] = list(found[1].get("history", [])) if resume and found else []
+    n_model = len(keys)
+    t0 = time.perf_counter()
+    done = [bool(np.asarray(st.stopped).all()) for st in states]
+    bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        tr_sum, tr_n, va_sum, va_n = [], [], [], []
+        for ci, chunk in enumerate(chunks):
+            st = states[ci]
+            if done[ci]:
+                continue
+            xs, ys = _shuffled(chunk, t.seed, epoch)
+            for k, sl, mask in _batches(chunk.n_train, xs.shape[1], B):
+                drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
+                st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, drop)
+                tr_sum.append(s), tr_n.append(n)
+            vs, vn = _validate(compiled, st.params, chunk, B)
+            va_sum.append(vs), va_n.append(vn)
+            states[ci] = compiled.end_epoch(st, vs, vn, np.int32(epoch))
+        done = [bool(np.asarray(st.stopped).all()) for st in states]  # one wait per epoch, not per chunk
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(sum(np.asarray(x).sum() for x in tr_sum) / max(sum(np.asarray(x).sum() for x in tr_n), 1)),
+            "val_loss": float(sum(np.asarray(x).sum() for x in va_sum) / max(sum(np.asarray(x).sum() for x in va_n), 1)),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
+                        customer_epochs_s=f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}")
+        if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
+            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), {**meta, "history": history})
+    jax.block_until_ready(states)
+    seconds = time.perf_counter() - t0
+    if mngr is not None:
+        if mngr.latest_step() is None:  # e.g. epochs = 0: still leave a run that predict.py can read
+            checkpoint.save(mngr, start, checkpoint_tree(_gather(states, chunks), center, start), meta)
+        mngr.wait_until_finished()
+
+    # what the parameters each customer keeps answer on its validation windows
+    M = len(prep.windows.y)
+    val_days, val_class = np.full(M, np.nan), np.full(M, -1, np.int64)
+    val_sum, val_n = [], []
+    for st, chunk in zip(states, chunks):
+        s, n, out = _validate(compiled, kept_params(st, config), chunk, B, outputs=True)
+        val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
+        _put_val_answers(out, chunk, prep, config, val_days, val_class)
+    rows = prep.model_rows
+    owner = np.repeat(np.arange(prep.hist.n_customers), prep.windows.counts)
+    wrong = (val_class != to_bins(prep.windows.y, config.data.bins)) if config.n_classes else np.abs(val_days - prep.windows.y)
+    has = ~np.isnan(val_days)
+    n_val = np.bincount(owner[has], minlength=prep.hist.n_customers)[rows]
+    err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
+    return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, t.epochs - start,
+               np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class)
+
+
+def _put_val_answers(out: np.ndarray, chunk: batching.Chunk, prep: Prepared, config: Config,
+                     val_days: np.ndarray, val_class: np.ndarray) -> None:
+    """Write a chunk's validation outputs [C, Wv, K] into the flat per-window answers (days, class)."""
+    offsets = prep.windows.offsets
+    for i, r in enumerate(chunk.rows):
+        n = int(chunk.n_val[i])
+        if r < 0 or n == 0:
+            continue
+        idx = offsets[r] + np.flatnonzero(prep.is_val[offsets[r] : offsets[r + 1]])
+        if config.n_classes:
+            val_class[idx] = out[i, :n].argmax(-1)
+            val_days[idx] = bin_values(config.data.bins)[val_class[idx]]
+        else:
+            val_days[idx] = decode(out[i, :n, 0] + chunk.center[i])
+
+
+def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dict[str, Any]:
+    """The pytree a checkpoint holds (numpy leaves)."""
+    return {"customers": state._asdict(), "center": center, "epoch": np.array(epoch)}
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def forward_each(config: Config, params: Any, rows: np.ndarray, x: np.ndarray, compiled: Compiled | None = None) -> np.ndarray:
+    """Model outputs [n, K] of customers `rows` of `params` (leading customer axis), each on its own
+    input window x [n, L, F]: C customers per compiled call."""
+    if len(rows) == 0:
+        K = config.n_classes or (3 if config.loss == "survival" else 1)
+        return np.zeros((0, K), np.float32)
+    if compiled is None:
+        compiled = compile_steps(config, max(1, min(config.train.chunk_customers, len(rows))), config.train.batch_size,
+                                 only=("evaluate",), n_features=x.shape[-1])
+    C, B = compiled.shape
+    pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
+    rows, x = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x, np.repeat(x[:1], pad, 0)])
+    y_shape = (C, B, 2) if config.loss == "survival" else (C, B)
+    y, mask = np.zeros(y_shape, np.int32 if config.n_classes else np.float32), np.zeros((C, B), np.float32)
+    outs = []
+    for start in range(0, len(rows), C):
+        part = rows[start : start + C]
+        chunk_params = jax.tree_util.tree_map(lambda a: a[part], params)
+        xb = np.zeros((C, B) + x.shape[1:], np.float32)
+        xb[:, 0] = x[start : start + C]
+        outs.append(np.asarray(compiled.evaluate(chunk_params, xb, y, mask)[2])[:, 0])
+    return np.concatenate(outs)[: len(rows) - pad]
