@@ -12,7 +12,7 @@ Scores:
     for the model's expected wait (expected_wait_days: the median is infinite, a tie, for everyone
     more likely gone than back), for "days since last visit" (recent first) and for "last visit +
     median interval" (the classic recipe's date: soonest due first);
-  Brier score of each p_within_{k}d (k within the horizon) against the base rate (the share of
+  Brier score of each p_within_{k}d (k within the horizon) and of p_back_within_horizon against the base rate (the share of
     customers back within k days in the same backtest, i.e. the best constant in hindsight).
 """
 
@@ -24,7 +24,7 @@ import pandas as pd
 from jaxlstm.config import Config
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import histories
-from jaxlstm.survival import DAY, elapsed_days, fit_own, fit_survival
+from jaxlstm.survival import DAY, elapsed_days, fit_own, fit_survival, probability_columns
 
 
 def truth_after(events: pd.DataFrame, keys: np.ndarray, cut: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
@@ -95,16 +95,16 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
         "calibration": {},
         "history": history,
     }
-    for k in sorted(set(d.within_days) | {d.horizon_days}):
+    for name, k in probability_columns(config):
         if k > d.horizon_days:
             continue  # the outcome is not known within the backtest window
         hit = (observed & (days <= k)).astype(float)
-        p = ans[f"p_within_{k:g}d"]
-        out["brier"][f"p_within_{k:g}d"] = {"model": brier(p, hit), "base_rate": brier(np.full(len(hit), hit.mean()), hit),
+        p = ans[name]
+        out["brier"][name] = {"model": brier(p, hit), "base_rate": brier(np.full(len(hit), hit.mean()), hit),
                                             "rate": float(hit.mean())}
         edges = np.linspace(0, 1, 11)
         b = np.clip(np.digitize(p, edges) - 1, 0, 9)
-        out["calibration"][f"p_within_{k:g}d"] = [
+        out["calibration"][name] = [
             {"predicted": float(p[b == i].mean()), "observed": float(hit[b == i].mean()), "n": int((b == i).sum())}
             for i in range(10) if (b == i).any()]
     return out

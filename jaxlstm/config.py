@@ -26,7 +26,7 @@ class DataConfig:
     val_fraction: float = 0.2
     # p_within_{k}d columns: P(a visit within k days of the as-of date | none since the last visit)
     within_days: tuple[float, ...] = (7.0, 30.0)
-    horizon_days: float = 90.0  # p_within_{horizon}d too: the churn signal; also the backtest's window
+    horizon_days: float = 90.0  # p_back_within_horizon: the churn signal; also the backtest's window
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from jaxlstm.errors import InputError
 from jaxlstm.fit import checkpoint_tree, forward_each
 from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
 from jaxlstm.pooled import N_FEATURES, PooledModel, features, n_features
-from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, survival_config
+from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, probability_columns, survival_config
 from jaxlstm.step import Compiled, CustomerState, kept_params, stacked_state_shape
 
 # `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
@@ -182,7 +182,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
             "status": status,
         }
     )
-    ks = sorted(set(cfg.data.within_days) | {cfg.data.horizon_days})
+    columns = [name for name, _ in probability_columns(cfg)]
     if run.survival is not None and N:
         as_of = as_of if as_of is not None else default_as_of(hist.last_visit)
         asof = run.survival.answer(hist, as_of, run.own_survival)
@@ -190,12 +190,12 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
         frame["predicted_next_visit"] = add_days(when, np.where(np.isfinite(asof["remaining_days"]), asof["remaining_days"], np.nan))
         frame["days_since_last_visit"] = asof["days_since_last_visit"]
         frame["expected_wait_days"] = asof["expected_wait_days"]
-        for k in ks:
-            frame[f"p_within_{k:g}d"] = asof[f"p_within_{k:g}d"]
+        for name in columns:
+            frame[name] = asof[name]
     else:
         frame["days_since_last_visit"] = frame["expected_wait_days"] = np.nan
-        for k in ks:
-            frame[f"p_within_{k:g}d"] = np.nan
+        for name in columns:
+            frame[name] = np.nan
     if cfg.n_classes:
         for k in range(cfg.n_classes):
             frame[f"p_bin_{k}"] = probs[:, k]

@@ -46,6 +46,13 @@ def survival_config(config: Config) -> Config:
                                model=dataclasses.replace(config.model, loss="survival"))
 
 
+def probability_columns(config: Config) -> list[tuple[str, float]]:
+    """(column, k days) of each as-of probability: p_within_{k}d for data.within_days, and
+    p_back_within_horizon for data.horizon_days (the churn signal)."""
+    d = config.data
+    return [(f"p_within_{k:g}d", k) for k in sorted(d.within_days)] + [("p_back_within_horizon", d.horizon_days)]
+
+
 def default_as_of(last_visits: np.ndarray) -> pd.Timestamp:
     """The day after the latest visit in the log (midnight): "now", for a log exported today."""
     return pd.Timestamp(np.max(last_visits)).normalize() + pd.Timedelta(days=1)
@@ -92,8 +99,8 @@ class SurvivalModel:
                 mu[idx], sigma[idx], g[idx] = own.head(hist, idx, row[idx])
         out = {"days_since_last_visit": e, "remaining_days": remaining_median(e, mu, sigma, g),
                "expected_wait_days": expected_wait(e, d.horizon_days, mu, sigma, g)}
-        for k in sorted(set(d.within_days) | {d.horizon_days}):
-            out[f"p_within_{k:g}d"] = p_back_within(e, k, mu, sigma, g)
+        for name, k in probability_columns(self.config):
+            out[name] = p_back_within(e, k, mu, sigma, g)
         return out
 
 

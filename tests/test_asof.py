@@ -95,7 +95,7 @@ def test_as_of_answers_beat_both_classic_rankings_on_a_log_with_churners(tmp_pat
 
 def test_own_survival_models_start_from_the_shared_one_or_from_scratch(tmp_path):
     log = make_log(120, seed=5, days=400, churn_share=0.3)[["customer_id", "timestamp"]]
-    cols = ["p_within_7d", "p_within_30d", "p_within_90d", "expected_wait_days"]
+    cols = ["p_within_7d", "p_within_30d", "p_back_within_horizon", "expected_wait_days"]
 
     def run(mode, epochs):
         cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": mode, "train.epochs": epochs,

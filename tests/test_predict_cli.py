@@ -19,7 +19,7 @@ from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
 COLUMNS = ["customer_id", "n_visits", "last_visit", "predicted_interval_days", "predicted_next_visit", "model", "status",
-           "days_since_last_visit", "expected_wait_days", "p_within_7d", "p_within_30d", "p_within_90d"]
+           "days_since_last_visit", "expected_wait_days", "p_within_7d", "p_within_30d", "p_back_within_horizon"]
 
 
 def test_example_log_every_customer_exactly_once(tiny, tmp_path):
