@@ -26,6 +26,9 @@ class DataConfig:
     val_fraction: float = 0.2
     # p_within_{k}d columns: P(a visit within k days of the as-of date | none since the last visit)
     within_days: tuple[float, ...] = (7.0, 30.0)
+    # numeric per-visit columns (e.g. an amount) fed to the models beside the intervals: each interval
+    # carries the values of the visit that ended it, as sign(v) * log1p(|v|)
+    extra_cols: tuple[str, ...] = ()
     horizon_days: float = 90.0  # p_back_within_horizon: the churn signal; also the backtest's window
 
 
@@ -124,7 +127,7 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     try:
         if isinstance(default, tuple):
             items = value if isinstance(value, (list, tuple)) else [x for x in str(value).split(",") if x.strip()]
-            kind = int if section == "model" else float
+            kind = str if key == "extra_cols" else int if section == "model" else float
             return tuple(kind(x) for x in items)
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -200,6 +203,8 @@ def validate(config: Config) -> None:
         (t.pooled_epochs >= 1 or m.mode not in ("pooled", "finetune"),
          f"model.mode {m.mode} trains the shared model first: train.pooled_epochs must be >= 1"),
         (0 <= t.seed < 2**31, f"train.seed must be in [0, 2**31), got {t.seed}"),
+        (len(set(d.extra_cols)) == len(d.extra_cols) and not {d.id_col, d.time_col} & set(d.extra_cols),
+         f"data.extra_cols must be distinct columns other than the id and time, got {list(d.extra_cols)}"),
         (d.horizon_days > 0, f"data.horizon_days must be > 0, got {d.horizon_days}"),
         (t.survival_epochs >= 0, f"train.survival_epochs must be >= 0, got {t.survival_epochs}"),
         (t.pooled_batch >= 1, f"train.pooled_batch must be >= 1, got {t.pooled_batch}"),

@@ -47,7 +47,7 @@ class Prepared:
 
 def prepare(events: pd.DataFrame, config: Config) -> Prepared:
     d, t = config.data, config.train
-    hist = histories(events, floor_days=d.floor_days)
+    hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols)
     windows = make_windows(hist, d.look_back)
     seeds = batching.customer_seeds(hist.keys)
     is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)
@@ -164,7 +164,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         states = [st._replace(params=tiled, best_params=tiled) for st in states]
     print_ = _say if progress else (lambda *_: None)
 
-    fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys)
+    extra = () if prep.windows.x_extra is None else (prep.windows.x_extra,)
+    fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys, *extra)
     meta = {
         "config": config.to_dict(),
         "customer_ids": keys.tolist(),

@@ -26,13 +26,18 @@ from jaxlstm.data.intervals import Histories
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.step import Compiled, compile_steps
 
-N_FEATURES = 4
+N_FEATURES = 4  # plus one per extra column (data.extra_cols)
 SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model's own "customer" seed
 
 
 def n_features(config: Config) -> int:
     """Inputs per time step of the per-customer models: fine-tuned ones share the pooled inputs."""
-    return N_FEATURES if config.model.mode == "finetune" else 1
+    return pooled_features(config) if config.model.mode == "finetune" else 1 + len(config.data.extra_cols)
+
+
+def pooled_features(config: Config) -> int:
+    """Inputs per time step of the shared models (pooled, survival)."""
+    return N_FEATURES + len(config.data.extra_cols)
 
 
 def window_features(hist: Histories, windows, look_back: int, center: float):
@@ -63,6 +68,9 @@ def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int
     count = np.log1p(pos) / 4.0
     x = np.stack([values, present.astype(np.float64),
                   np.broadcast_to(count[:, None], (len(pos), L)), np.broadcast_to(level[:, None], (len(pos), L))], -1)
+    if hist.n_extra:  # the extra columns of each present interval, 0 where padded
+        extra = np.where(present[..., None], hist.extras[idx] if len(enc) else 0.0, 0.0)
+        x = np.concatenate([x, extra], -1)
     return x.astype(np.float32)
 
 
@@ -79,7 +87,7 @@ class PooledModel:
         """(days [P], class probabilities [P, K] or None) for interval `pos` of customer `owner`."""
         cfg = self.config
         B = cfg.train.pooled_batch
-        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=N_FEATURES)
+        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=pooled_features(cfg))
         x = features(hist, owner, pos, cfg.data.look_back, self.center)
         out = _outputs(compiled, self.params, x, B, cfg)
         if cfg.n_classes:

@@ -22,7 +22,7 @@ from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_b
 from jaxlstm.errors import InputError
 from jaxlstm.fit import checkpoint_tree, forward_each
 from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
-from jaxlstm.pooled import N_FEATURES, PooledModel, features, n_features
+from jaxlstm.pooled import PooledModel, features, n_features, pooled_features
 from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, probability_columns, survival_config
 from jaxlstm.step import Compiled, CustomerState, kept_params, stacked_state_shape
 
@@ -93,17 +93,17 @@ def load_run(run_dir: str | Path) -> RunModel:
         fallback_by = saved["fallback_by_history"]
     pooled = survival = own_survival = None
     if (run_dir / "pooled").exists():
-        params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, N_FEATURES).params)
+        params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, pooled_features(config)).params)
         pooled = PooledModel(config, params_p, center_p)
     if (run_dir / "survival").exists():
         s_cfg = survival_config(config)
-        params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, N_FEATURES).params)
+        params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, pooled_features(config)).params)
         survival = SurvivalModel(s_cfg, params_s, center_s)
         found_own = checkpoint.read_meta(run_dir / "survival_checkpoints")
         if found_own is not None:
             step_o, meta_o = found_own
             own_keys = np.asarray(meta_o["customer_ids"], dtype=str)
-            abstract = checkpoint_tree(stacked_state_shape(s_cfg, len(own_keys), N_FEATURES), np.zeros(len(own_keys), np.float32), 0)
+            abstract = checkpoint_tree(stacked_state_shape(s_cfg, len(own_keys), pooled_features(config)), np.zeros(len(own_keys), np.float32), 0)
             state_o = CustomerState(**checkpoint.restore(run_dir / "survival_checkpoints", step_o, abstract)["customers"])
             own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
     return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival)
@@ -154,10 +154,10 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     status = np.where(known & ~healthy, DIVERGED, np.where(~known & has_window, UNKNOWN, TOO_FEW)).astype(object)
     status[healthy & ~answers] = BASELINE_WON
 
-    if n_features(cfg) > 1:  # fine-tuned models read the pooled inputs of the next, unseen interval
+    if cfg.model.mode == "finetune":  # fine-tuned models read the pooled inputs of the next, unseen interval
         x = features(hist, idx, np.diff(hist.offsets)[idx], cfg.data.look_back, float(run.center[0]) if len(run.center) else 0.0)
     else:
-        x = model_inputs(windows.last[idx], run.center[row[idx]])
+        x = model_inputs(windows.last[idx], run.center[row[idx]], None if windows.last_extra is None else windows.last_extra[idx])
     out = forward_each(cfg, run.params, row[idx], x, compiled)
     if cfg.n_classes:
         probs = np.full((N, cfg.n_classes), np.nan, np.float32)
@@ -166,7 +166,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     else:
         days[idx] = decode(out[:, 0] + run.center[row[idx]])
     days = np.where(use, days, fallback_days)
-    model[use], status[use] = FINETUNED if n_features(cfg) > 1 else PER_CUSTOMER, OK
+    model[use], status[use] = FINETUNED if cfg.model.mode == "finetune" else PER_CUSTOMER, OK
     # the shared model answered (the `model` column says so); other reasons (diverged, a baseline beat
     # the customer's model, not in a run that has own models) stay
     status[(model == "pooled") & ((status == TOO_FEW) | ((status == UNKNOWN) & (len(run.keys) == 0)))] = OK
@@ -218,7 +218,7 @@ def predict_checked(run: RunModel, checked: Checked, as_of: str | pd.Timestamp |
     after the latest visit)."""
     as_of = parse_as_of(as_of)
     d = run.config.data
-    hist = histories(checked.events, floor_days=d.floor_days)
+    hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols)
     return add_orphans(predict_frame(run, hist, make_windows(hist, d.look_back), as_of=as_of), checked.orphans)
 
 
@@ -233,5 +233,5 @@ def predict(
     """
     run = load_run(run_dir)
     d = run.config.data
-    checked = check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of)
+    checked = check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of, extra_cols=d.extra_cols)
     return predict_checked(run, checked, as_of)

@@ -33,7 +33,7 @@ from jaxlstm.data.intervals import Histories
 from jaxlstm.data.windows import Windows, encode
 from jaxlstm.distribution import expected_wait, head_params, p_back_within, remaining_median
 from jaxlstm.fit import Prepared, fit, forward_each
-from jaxlstm.pooled import N_FEATURES, _outputs, features, train_shared
+from jaxlstm.pooled import _outputs, features, pooled_features, train_shared
 from jaxlstm.step import Compiled, compile_steps, kept_params
 
 VAL_SHARE = 0.1
@@ -79,7 +79,7 @@ class SurvivalModel:
         cfg = self.config
         owner = np.arange(hist.n_customers) if owner is None else owner
         B = cfg.train.pooled_batch
-        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=N_FEATURES)
+        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=pooled_features(cfg))
         x = features(hist, owner, np.diff(hist.offsets)[owner], cfg.data.look_back, self.center)
         return head_params(_outputs(compiled, self.params, x, B, cfg), self.center)
 

@@ -85,7 +85,8 @@ def train_all(
     if config.train.compilation_cache:
         enable_compilation_cache()
     t_start = time.perf_counter()
-    checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of)
+    checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of,
+                           extra_cols=config.data.extra_cols)
     prep = prepare(checked.events, config)
     mode = config.model.mode
     if mode == "pooled":  # the shared model answers everyone: no per-customer models to train

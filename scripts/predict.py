@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     raw = read_table(args.customers)
     d = run.config.data
     checked = check_events(raw, args.id_col or d.id_col, args.time_col or d.time_col, args.customers,
-                           on_bad_rows=args.on_bad_rows, as_of=args.as_of)
+                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, extra_cols=d.extra_cols)
     predictions = predict_checked(run, checked, args.as_of)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.on_bad_rows == "skip":

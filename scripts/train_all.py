@@ -22,6 +22,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--time-col", help="timestamp column (default: config data.time_col = timestamp)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--extra-col", action="append", metavar="COLUMN",
+                   help="a numeric per-visit column (e.g. amount) fed to the models beside the intervals "
+                        "(data.extra_cols); repeat for several")
     p.add_argument("--mode", choices=("auto", "per_customer", "pooled", "finetune"),
                    help="who answers (model.mode): auto (default) picks per history length and per customer; "
                         "per_customer: every customer's own model (the classic recipe); pooled: one shared model; "
@@ -54,7 +57,7 @@ def main(argv=None) -> None:
             raise InputError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         overrides[key.strip()] = value.strip()
     for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed), ("model.mode", args.mode),
-                       ("data.id_col", args.id_col), ("data.time_col", args.time_col)):
+                       ("data.id_col", args.id_col), ("data.time_col", args.time_col), ("data.extra_cols", args.extra_col)):
         if value is not None:
             overrides[key] = value
     config = load_config(args.config, overrides)

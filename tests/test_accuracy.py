@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, visit_log
-from jaxlstm import load_config, train_all
+from jaxlstm import load_config, predict, train_all
 from jaxlstm.data.batching import split_windows
 from jaxlstm.data.events import validate_events
 from jaxlstm.data.intervals import histories
@@ -132,3 +132,38 @@ def test_finetune_starts_from_the_pooled_model():
     np.testing.assert_allclose(tuned0["predicted_interval_days"], pooled["predicted_interval_days"], rtol=2e-5)
     tuned = train_all(events, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=5)), progress=False)
     assert not np.allclose(tuned.loc[own, "predicted_interval_days"], pooled.loc[own, "predicted_interval_days"], rtol=1e-3)
+
+
+def _basket_log(n, seed):
+    """Customers whose gap after a visit follows that visit's amount: 3 days + amount / 4."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        k = int(rng.integers(15, 30))
+        amount = rng.uniform(5, 100, k)
+        gaps = 3 + amount[:-1] / 4 + rng.normal(0, 0.5, k - 1)
+        t = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.r_[0, np.cumsum(gaps)] + rng.uniform(0, 30), unit="D")
+        rows.append(pd.DataFrame({"customer_id": f"c{i:03d}", "timestamp": t, "amount": amount}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_an_extra_column_carries_its_signal_into_the_models(tmp_path):
+    log = _basket_log(150, seed=0)
+    mae = {}
+    for extra in ([], ["amount"]):
+        cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "pooled", "data.extra_cols": extra,
+                                                            "train.pooled_epochs": 10, "train.survival_epochs": 1})
+        train_all(log, cfg, tmp_path / f"run{len(extra)}", progress=False)
+        ev = json.loads((tmp_path / f"run{len(extra)}" / "metrics.json").read_text())["evaluation"]["overall"]
+        mae[len(extra)] = ev["pooled"]["mae_days"]
+    print(f"holdout MAE days, pooled: {mae[0]:.2f} without the amount, {mae[1]:.2f} with it")
+    assert mae[1] < 0.8 * mae[0]
+    # predictions from the run folder read the column from the new log, and need it
+    pred = predict(tmp_path / "run1", log)
+    assert pred["predicted_interval_days"].notna().all()
+    with pytest.raises(InputError, match="missing column 'amount'"):
+        predict(tmp_path / "run1", log.drop(columns="amount"))
+    bad = log.astype({"amount": object})
+    bad.loc[3, "amount"] = "lots"
+    with pytest.raises(InputError, match=r"column 'amount': missing or not a number at rows 3, e.g. 'lots'"):
+        predict(tmp_path / "run1", bad)

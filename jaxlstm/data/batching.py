@@ -96,9 +96,11 @@ def seed_halves(seeds: np.ndarray) -> np.ndarray:
     return np.stack([(s >> np.uint64(32)).astype(np.uint32), (s & np.uint64(0xFFFFFFFF)).astype(np.uint32)], axis=1)
 
 
-def model_inputs(x_days: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """[..., L] days -> [..., L, 1] model features: log1p days minus the customer's center."""
-    return (encode(x_days) - center.reshape(center.shape + (1,) * (x_days.ndim - center.ndim)))[..., None]
+def model_inputs(x_days: np.ndarray, center: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """[..., L] days -> [..., L, 1 + E] model features: log1p days minus the customer's center, then
+    the extra columns' values [..., L, E] (Histories.extras) when there are any."""
+    x = (encode(x_days) - center.reshape(center.shape + (1,) * (x_days.ndim - center.ndim)))[..., None]
+    return x if extra is None else np.concatenate([x, extra.astype(x.dtype)], -1)
 
 
 def model_targets(y_days: np.ndarray, center: np.ndarray, bins: tuple[float, ...]) -> np.ndarray:
@@ -135,7 +137,8 @@ def pack_chunks(
     """Pack customers `rows` (each with >= 1 training window) into chunks of `chunk_size` customers.
     `inputs(window indices, centers) -> [n, L, F]` builds the model inputs (default: `model_inputs`),
     `targets(window indices, centers) -> [n, ...]` the targets (default: `model_targets`)."""
-    inputs = inputs or (lambda g, c: model_inputs(windows.x[g], c))
+    extra = windows.x_extra
+    inputs = inputs or (lambda g, c: model_inputs(windows.x[g], c, None if extra is None else extra[g]))
     targets = targets or (lambda g, c: model_targets(windows.y[g], c, bins))
     counts = np.diff(windows.offsets)
     n_train_all = np.bincount(np.repeat(np.arange(len(counts)), counts)[~is_val], minlength=len(counts))

@@ -16,9 +16,10 @@ from jaxlstm.errors import InputError
 ID, TIME = "customer_id", "timestamp"  # canonical column names after loading
 ON_BAD_ROWS = ("error", "skip")
 # reasons, in the order strict mode reports them
-NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE = (
+NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE, NOT_NUMBER = (
     "missing customer id", "missing timestamp", "unreadable timestamp", "timestamp outside 1677-2262",
     "no time zone (other rows have one)", "time zone (other rows have none)", "after the as-of date",
+    "missing or not a number",
 )
 
 
@@ -102,6 +103,7 @@ def check_events(
     *,
     on_bad_rows: str = "error",
     as_of: str | pd.Timestamp | None = None,
+    extra_cols: tuple[str, ...] = (),
 ) -> Checked:
     """Validate a raw visit table. Whole-table problems (no rows, a missing column, a numeric time
     column) always raise InputError; bad rows raise too unless on_bad_rows="skip". Every message
@@ -111,7 +113,7 @@ def check_events(
     as_of = parse_as_of(as_of)
     if len(df.columns) == 0 or len(df) == 0:
         raise InputError(f"{source}: no rows")
-    for col, flag in ((id_col, "--id-col"), (time_col, "--time-col")):
+    for col, flag in ((id_col, "--id-col"), (time_col, "--time-col"), *((c, "data.extra_cols") for c in extra_cols)):
         if col not in df.columns:
             cols = ", ".join(map(str, df.columns[:10]))
             raise InputError(f"{source}: missing column '{col}' (columns: {cols}; choose another with {flag})")
@@ -122,14 +124,24 @@ def check_events(
     times = _parse_times(raw, time_col, source, reason)
     if as_of is not None:
         reason[(reason == None) & (times > as_of).to_numpy()] = FUTURE  # noqa: E711 (elementwise)
+    extras, bad_col = {}, np.full(len(df), None, dtype=object)
+    for col in extra_cols:
+        if col in (ID, TIME):
+            raise InputError(f"{source}: extra column '{col}' clashes with a canonical column name; rename it")
+        raw_extra = df[col].reset_index(drop=True)
+        extras[col] = pd.to_numeric(raw_extra, errors="coerce").astype(np.float64)
+        odd = (~np.isfinite(extras[col].to_numpy())) & (reason == None)  # noqa: E711
+        reason[odd], bad_col[odd] = NOT_NUMBER, col
 
     bad = reason != None  # noqa: E711
     if bad.any() and on_bad_rows == "error":
-        for why in (NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE):
+        for why in (NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE, NOT_NUMBER):
             at = np.flatnonzero(reason == why)
             if len(at):
-                col = id_col if why == NO_ID else time_col
-                example = f", e.g. {str(raw.iloc[at[0]])!r}" if why not in (NO_ID, NO_TIME) else ""
+                col = id_col if why == NO_ID else bad_col[at[0]] if why == NOT_NUMBER else time_col
+                at = at[bad_col[at] == col] if why == NOT_NUMBER else at
+                shown = df[col].reset_index(drop=True) if why == NOT_NUMBER else raw
+                example = f", e.g. {str(shown.iloc[at[0]])!r}" if why not in (NO_ID, NO_TIME) else ""
                 after = f" {as_of}" if why == FUTURE else ""
                 raise InputError(
                     f"{source}: column '{col}': {why}{after} at {_rows(at, source)}{example}"
@@ -144,9 +156,11 @@ def check_events(
         "row": row_labels(at, source),
         ID: ids.iloc[at].astype(str).where(ids.iloc[at].notna(), None).to_numpy(dtype=object),
         TIME: raw.iloc[at].astype(str).where(raw.iloc[at].notna(), None).to_numpy(dtype=object),
-        "reason": reason[at].astype(str),
+        "reason": np.where(bad_col[at] != None, [f"{r} in '{c}'" for r, c in zip(reason[at], bad_col[at])],  # noqa: E711
+                           reason[at]).astype(str) if len(at) else reason[at].astype(str),
     })
-    events = pd.DataFrame({ID: _whole(ids[keep]).reset_index(drop=True), TIME: times[keep].reset_index(drop=True)})
+    events = pd.DataFrame({ID: _whole(ids[keep]).reset_index(drop=True), TIME: times[keep].reset_index(drop=True),
+                           **{col: v[keep].reset_index(drop=True) for col, v in extras.items()}})
     orphans = np.zeros(0, dtype=object)
     if bad.any():  # (isin over millions of text ids is slow: only when rows were dropped, and on uniques)
         lost = _whole(ids[bad & ids.notna().to_numpy()].drop_duplicates())

@@ -22,6 +22,8 @@ class Histories:
     last_visit:  [N] datetime64[ns]
     offsets:     [N + 1] int64
     intervals:   [M] float64 days, in visit order (M = n_visits.sum() - N)
+    extras:      [M, E] float64, the extra columns' values at the visit that ended each interval,
+                 as sign(v) * log1p(|v|) (E = 0 without extra columns)
     """
 
     ids: np.ndarray
@@ -30,6 +32,11 @@ class Histories:
     last_visit: np.ndarray
     offsets: np.ndarray
     intervals: np.ndarray
+    extras: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def n_extra(self) -> int:
+        return self.extras.shape[1] if self.extras.ndim == 2 and len(self.extras) == len(self.intervals) else 0
 
     @property
     def n_customers(self) -> int:
@@ -39,11 +46,12 @@ class Histories:
         return self.intervals[self.offsets[i] : self.offsets[i + 1]]
 
 
-def histories(events: pd.DataFrame, floor_days: bool = False) -> Histories:
+def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[str, ...] = ()) -> Histories:
     """Intervals per customer from a validated events frame (see `events.validate_events`).
 
     floor_days: whole calendar days between visit dates, as the classic recipe counts
     (two visits on one day give 0); otherwise exact float days.
+    extra_cols: numeric columns of `events` carried along each interval (see Histories.extras).
     """
     try:  # customers in id order: numeric ids numerically, text ids alphabetically
         codes, uniques = pd.factorize(events[ID], sort=True)
@@ -63,6 +71,8 @@ def histories(events: pd.DataFrame, floor_days: bool = False) -> Histories:
     intervals = gaps[same_customer[1:]]
     offsets = np.r_[0, np.cumsum(n_visits - 1)].astype(np.int64)
     last = np.r_[starts[1:], len(codes)] - 1
+    values = events[list(extra_cols)].to_numpy(np.float64)[order] if extra_cols else np.zeros((len(codes), 0))
+    values = np.sign(values) * np.log1p(np.abs(values))  # amounts span decades: compress like the intervals
     return Histories(
         ids=ids,
         keys=np.asarray([str(i) for i in ids], dtype=str),
@@ -70,4 +80,5 @@ def histories(events: pd.DataFrame, floor_days: bool = False) -> Histories:
         last_visit=times[last],
         offsets=offsets,
         intervals=intervals,
+        extras=values[1:][same_customer[1:]],
     )

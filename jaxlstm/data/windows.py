@@ -18,6 +18,8 @@ class Windows:
     offsets:  [N + 1] int64
     last:     [N, L] float32 days, each customer's latest L intervals (the input for the next visit)
     has_last: [N] bool, whether the customer has L intervals at all
+    x_extra:  [M, L, E] float32, the extra columns of each window's intervals (Histories.extras)
+    last_extra: [N, L, E] float32, those of `last`
     """
 
     x: np.ndarray
@@ -25,6 +27,8 @@ class Windows:
     offsets: np.ndarray
     last: np.ndarray
     has_last: np.ndarray
+    x_extra: np.ndarray | None = None
+    last_extra: np.ndarray | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -45,7 +49,11 @@ def make_windows(hist: Histories, look_back: int) -> Windows:
     has_last = k >= L
     last_idx = np.clip(hist.offsets[1:, None] - L + np.arange(L)[None, :], 0, max(len(hist.intervals) - 1, 0))
     last = np.where(has_last[:, None], hist.intervals[last_idx] if len(hist.intervals) else 0.0, 0.0).astype(np.float32)
-    return Windows(x=x, y=y, offsets=w_offsets, last=last, has_last=has_last)
+    E = hist.n_extra
+    extras = hist.extras if len(hist.intervals) else np.zeros((1, E))
+    x_extra = extras[idx].astype(np.float32).reshape(-1, L, E) if E else None
+    last_extra = np.where(has_last[:, None, None], extras[last_idx], 0.0).astype(np.float32) if E else None
+    return Windows(x=x, y=y, offsets=w_offsets, last=last, has_last=has_last, x_extra=x_extra, last_extra=last_extra)
 
 
 def to_bins(days: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
