@@ -70,7 +70,7 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
     before = events[events[TIME] < cut]
     if before.empty or before[ID].nunique() < 2:
         return {"skipped": f"no visits before {cut} (as-of {as_of} minus data.horizon_days {d.horizon_days:g})"}
-    hist = histories(before, floor_days=d.floor_days, extra_cols=d.extra_cols)
+    hist = histories(before, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     model, history = fit_survival(hist, cut, config, progress, desc="backtest")
     own = None
     if config.model.mode in ("per_customer", "finetune"):  # answer as the run will: own survival models too

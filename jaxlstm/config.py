@@ -29,6 +29,9 @@ class DataConfig:
     # numeric per-visit columns (e.g. an amount) fed to the models beside the intervals: each interval
     # carries the values of the visit that ended it, as sign(v) * log1p(|v|)
     extra_cols: tuple[str, ...] = ()
+    # four more inputs per interval, from the customer's history up to it: log1p(intervals so far) / 4,
+    # the mean and std of their log1p(days), log1p(days since the first visit) / 4
+    summary_features: bool = False
     horizon_days: float = 90.0  # p_back_within_horizon: the churn signal; also the backtest's window
 
 
@@ -45,6 +48,7 @@ class ModelConfig:
     # regression loss on log1p days: "mae" (predicts the median: won on the example log and on generated
     # logs, see README) or "mse" (the recipe's; predicts the mean log); with bins: cross-entropy
     loss: str = "mae"
+    quantile: float = 0.5  # with loss "pinball": the quantile of the next interval the model predicts
     # "auto": the shared (pooled) model or a baseline answers, whichever scores best on the holdout
     # for customers of the same history length, and a customer's own model only where it clearly
     # beat that on its own validation windows; "per_customer": every own model answers (the classic
@@ -191,7 +195,8 @@ def validate(config: Config) -> None:
         (m.lstm_activation in ACTIVATIONS, f"model.lstm_activation must be one of {sorted(ACTIVATIONS)}"),
         (m.dense_activation in ACTIVATIONS, f"model.dense_activation must be one of {sorted(ACTIVATIONS)}"),
         (m.cell in ("fused", "flax"), f"model.cell must be 'fused' or 'flax', got '{m.cell}'"),
-        (m.loss in ("mse", "mae"), f"model.loss must be 'mse' or 'mae', got '{m.loss}'"),
+        (m.loss in ("mse", "mae", "pinball"), f"model.loss must be 'mse', 'mae' or 'pinball', got '{m.loss}'"),
+        (0.0 < m.quantile < 1.0, f"model.quantile must be in (0, 1), got {m.quantile}"),
         (m.mode in MODES, f"model.mode must be one of {', '.join(MODES)}, got '{m.mode}'"),
         (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),

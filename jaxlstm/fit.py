@@ -47,7 +47,7 @@ class Prepared:
 
 def prepare(events: pd.DataFrame, config: Config) -> Prepared:
     d, t = config.data, config.train
-    hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols)
+    hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     windows = make_windows(hist, d.look_back)
     seeds = batching.customer_seeds(hist.keys)
     is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)

@@ -32,12 +32,17 @@ SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model'
 
 def n_features(config: Config) -> int:
     """Inputs per time step of the per-customer models: fine-tuned ones share the pooled inputs."""
-    return pooled_features(config) if config.model.mode == "finetune" else 1 + len(config.data.extra_cols)
+    return pooled_features(config) if config.model.mode == "finetune" else 1 + n_extra(config)
 
 
 def pooled_features(config: Config) -> int:
     """Inputs per time step of the shared models (pooled, survival)."""
-    return N_FEATURES + len(config.data.extra_cols)
+    return N_FEATURES + n_extra(config)
+
+
+def n_extra(config: Config) -> int:
+    """Extra inputs per interval: the extra columns, and the summary features when asked."""
+    return len(config.data.extra_cols) + (4 if config.data.summary_features else 0)
 
 
 def window_features(hist: Histories, windows, look_back: int, center: float):

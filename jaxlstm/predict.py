@@ -218,7 +218,7 @@ def predict_checked(run: RunModel, checked: Checked, as_of: str | pd.Timestamp |
     after the latest visit)."""
     as_of = parse_as_of(as_of)
     d = run.config.data
-    hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols)
+    hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     return add_orphans(predict_frame(run, hist, make_windows(hist, d.look_back), as_of=as_of), checked.orphans)
 
 

@@ -74,14 +74,18 @@ def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair
     )
 
 
-def window_losses(out: jax.Array, y: jax.Array, loss: str) -> jax.Array:
-    """[B] loss per window: cross-entropy over classes, squared / absolute error on the log-space
-    regression target, or the survival head's negative log-likelihood (y [B, 2]: target, censored)."""
+def window_losses(out: jax.Array, y: jax.Array, loss: str | tuple[str, float]) -> jax.Array:
+    """[B] loss per window: cross-entropy over classes; squared, absolute or pinball error on the
+    log-space regression target (loss ("pinball", tau)); or the survival head's negative
+    log-likelihood (y [B, 2]: target, censored)."""
+    loss, quantile = (loss, 0.5) if isinstance(loss, str) else loss
     if loss == "cross_entropy":
         return optax.softmax_cross_entropy_with_integer_labels(out, y)
     if loss == "survival":
         return survival_nll(out, y[:, 0], y[:, 1])
     err = out[:, 0] - y
+    if loss == "pinball":  # tau per day predicted too short, 1 - tau per day too long: the tau-quantile
+        return jnp.maximum(-quantile * err, (1.0 - quantile) * err)
     return jnp.abs(err) if loss == "mae" else err**2
 
 
@@ -206,6 +210,7 @@ def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
 def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int) -> Compiled:
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
+    loss = (loss, config.model.quantile) if loss == "pinball" else loss
     L, F = config.data.look_back, n_features
     y_dtype = jnp.int32 if K else jnp.float32
     seed = jax.ShapeDtypeStruct((), jnp.int32)

@@ -165,3 +165,13 @@ def test_cli_bad_input_is_one_line_exit_2_in_a_real_process(tmp_path):
     assert r.stderr.strip().splitlines() == [f"error: {EXAMPLE_CSV}: missing column 'customer_id' (columns: date, id; choose another with --id-col)"]
     r = _run(SCRIPTS / "predict.py", "--run", tmp_path / "nope", "--customers", EXAMPLE_CSV, "--out", tmp_path / "p.parquet", cwd=tmp_path)
     assert r.returncode == 2 and "no such run folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_summary_features_and_pinball_runs_reproduce_from_their_folder(tmp_path):
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"data.summary_features": True, "model.loss": "pinball",
+                                                        "model.quantile": 0.3, "model.mode": "finetune",
+                                                        "train.pooled_epochs": 1})
+    events = make_customers(30, seed=4, visits=(3, 20))
+    trained = train_all(events, cfg, tmp_path / "run", progress=False)
+    assert (trained["model"] == "finetuned").any()
+    pd.testing.assert_frame_equal(predict(tmp_path / "run", events), trained)

@@ -148,5 +148,48 @@ def test_window_losses_match_closed_forms():
     y = jnp.array([0.5, 1.0])
     np.testing.assert_allclose(window_losses(out, y, "mse"), [0.25, 9.0])
     np.testing.assert_allclose(window_losses(out, y, "mae"), [0.5, 3.0])
+    # pinball at tau = 0.25: predicting 0.5 too long costs 0.75 * 0.5, 3 too short costs 0.25 * 3
+    np.testing.assert_allclose(window_losses(out, y, ("pinball", 0.25)), [0.375, 0.75])
     logits = jnp.array([[0.0, np.log(3.0)]])
     np.testing.assert_allclose(window_losses(logits, jnp.array([1]), "cross_entropy"), [-np.log(0.75)], rtol=1e-6)
+
+
+def test_summary_features_by_hand():
+    from jaxlstm.data.events import validate_events
+    from jaxlstm.data.intervals import histories
+
+    from conftest import visit_log
+
+    hist = histories(validate_events(visit_log({"a": [1.0, 3.0], "b": [7.0]})), summary=True)
+    z = np.log1p([1.0, 3.0, 7.0])
+    expected = [
+        [np.log1p(1) / 4, z[0], 0.0, np.log1p(1.0) / 4],
+        [np.log1p(2) / 4, z[:2].mean(), z[:2].std(), np.log1p(4.0) / 4],
+        [np.log1p(1) / 4, z[2], 0.0, np.log1p(7.0) / 4],
+    ]
+    np.testing.assert_allclose(hist.extras, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_pinball_quantiles_order_the_answers(tiny):
+    from jaxlstm import load_config, train_all
+    from jaxlstm.synth import make_customers
+
+    from conftest import ROOT
+
+    events = make_customers(60, seed=2, visits=(8, 20), kinds=("bursty",), one_off_share=0.0)
+    answers = {}
+    for q in (0.2, 0.8):
+        cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "pooled", "model.loss": "pinball",
+                                                            "model.quantile": q, "train.pooled_epochs": 8,
+                                                            "train.survival_epochs": 0})
+        answers[q] = train_all(events, cfg, progress=False)["predicted_interval_days"].to_numpy()
+    # bursty gaps (same-day bursts, long pauses): the 80% quantile sits far above the 20% one
+    assert np.median(answers[0.8]) > 3 * np.median(answers[0.2])
+
+
+def test_default_toml_states_the_code_defaults():
+    from jaxlstm.config import Config, load_config
+
+    from conftest import ROOT
+
+    assert load_config(ROOT / "configs" / "default.toml") == Config()

@@ -46,12 +46,15 @@ class Histories:
         return self.intervals[self.offsets[i] : self.offsets[i + 1]]
 
 
-def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[str, ...] = ()) -> Histories:
+def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[str, ...] = (),
+              summary: bool = False) -> Histories:
     """Intervals per customer from a validated events frame (see `events.validate_events`).
 
     floor_days: whole calendar days between visit dates, as the classic recipe counts
     (two visits on one day give 0); otherwise exact float days.
     extra_cols: numeric columns of `events` carried along each interval (see Histories.extras).
+    summary: append four summary features of the history up to each interval to the extras (see
+      config.DataConfig.summary_features).
     """
     try:  # customers in id order: numeric ids numerically, text ids alphabetically
         codes, uniques = pd.factorize(events[ID], sort=True)
@@ -73,6 +76,9 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
     last = np.r_[starts[1:], len(codes)] - 1
     values = events[list(extra_cols)].to_numpy(np.float64)[order] if extra_cols else np.zeros((len(codes), 0))
     values = np.sign(values) * np.log1p(np.abs(values))  # amounts span decades: compress like the intervals
+    extras = values[1:][same_customer[1:]]
+    if summary:
+        extras = np.concatenate([extras, _summaries(intervals, offsets)], axis=1)
     return Histories(
         ids=ids,
         keys=np.asarray([str(i) for i in ids], dtype=str),
@@ -80,5 +86,22 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
         last_visit=times[last],
         offsets=offsets,
         intervals=intervals,
-        extras=values[1:][same_customer[1:]],
+        extras=extras,
     )
+
+
+def _summaries(intervals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """[M, 4] per interval, over the customer's intervals up to and including it: log1p(count) / 4,
+    mean and std of log1p(days), log1p(days since the first visit) / 4."""
+    k = np.diff(offsets)
+    owner = np.repeat(np.arange(len(k)), k)
+    n = (np.arange(len(intervals)) - offsets[:-1][owner] + 1).astype(np.float64)
+    z = np.log1p(intervals)
+
+    def running(v):  # cumulative sum within each customer
+        c = np.cumsum(v)
+        return c - np.r_[0.0, c][offsets[:-1][owner]]
+
+    mean = running(z) / n
+    std = np.sqrt(np.maximum(running(z**2) / n - mean**2, 0.0))
+    return np.stack([np.log1p(n) / 4, mean, std, np.log1p(running(intervals)) / 4], axis=1)
