@@ -20,6 +20,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", help="PNG file (default: RUN/plots/customer_ID.png)")
     p.add_argument("--id-col", help="customer id column (default: the run's)")
     p.add_argument("--time-col", help="timestamp column (default: the run's)")
+    p.add_argument("--as-of", metavar="DATE", help="answer as of this date (default: the day after the latest visit)")
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -39,11 +40,12 @@ def main(argv=None) -> None:
         raise InputError(f"--run {args.run}: no such run folder")
     run = load_run(args.run)
     d = run.config.data
-    checked = check_events(read_table(args.customers), args.id_col or d.id_col, args.time_col or d.time_col, args.customers)
+    checked = check_events(read_table(args.customers), args.id_col or d.id_col, args.time_col or d.time_col, args.customers,
+                           as_of=args.as_of, extra_cols=d.extra_cols)
     events = checked.events[checked.events["customer_id"].astype(str) == args.customer].sort_values("timestamp")
     if events.empty:
         raise InputError(f"{args.customers}: no customer '{args.customer}' in column '{args.id_col or d.id_col}'")
-    pred = predict_checked(run, checked)
+    pred = predict_checked(run, checked, args.as_of)
     row = pred[pred["customer_id"].astype(str) == args.customer].iloc[0]
     holdout_path = Path(args.run) / "holdout.parquet"
     held = pd.read_parquet(holdout_path) if holdout_path.exists() else pd.DataFrame()
@@ -55,10 +57,18 @@ def main(argv=None) -> None:
     top.eventplot(times, lineoffsets=0, colors="tab:blue")
     if pd.notna(row["predicted_next_visit"]):
         top.axvline(row["predicted_next_visit"], color="tab:red", ls="--", label="predicted next visit")
+    if pd.notna(row.get("days_since_last_visit")):
+        top.axvline(row["last_visit"] + pd.Timedelta(days=float(row["days_since_last_visit"])), color="k", ls=":", label="as of")
+    if top.get_legend_handles_labels()[0]:
         top.legend(loc="upper left", fontsize=8)
     top.set_yticks([])
     top.tick_params(axis="x", labelrotation=20, labelsize=7)
-    top.set_title(f"customer {args.customer}: {len(times)} visits; answered by {row['model']} ({row['status']})")
+    title = f"customer {args.customer}: {len(times)} visits; answered by {row['model']} ({row['status']})"
+    if pd.notna(row.get("p_back_within_horizon")):  # the as-of answers of the survival model
+        title += (f"\n{row['days_since_last_visit']:.0f} days since the last visit; P(back within "
+                  f"{d.horizon_days:g} days) {row['p_back_within_horizon']:.0%}"
+                  + ("" if pd.notna(row["predicted_next_visit"]) else "; more likely gone than back"))
+    top.set_title(title, fontsize=9)
 
     x = np.arange(1, len(gaps) + 1)
     bottom.plot(x, gaps, "o-", color="tab:blue", label="gap between visits")
