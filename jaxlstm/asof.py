@@ -77,7 +77,7 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
         own = fit_own(hist, cut, config, model, config.model.mode == "finetune", progress)
     ans = model.answer(hist, cut, own)
     days, observed = truth_after(events, hist.keys, cut, as_of)
-    since = elapsed_days(hist, cut)
+    since = elapsed_days(hist, cut, d.floor_days)
     k_per = np.diff(hist.offsets)
     owner = np.repeat(np.arange(hist.n_customers), k_per)
     median = pd.Series(hist.intervals).groupby(owner).median().reindex(range(hist.n_customers)).to_numpy()

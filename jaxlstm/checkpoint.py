@@ -24,10 +24,17 @@ def fingerprint(config: Config, *arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     cfg = config.to_dict()
     free = ["epochs", "checkpoint_every", "compilation_cache"]
-    if config.model.mode != "finetune":  # fine-tuned models start from the shared model: its settings count
+    # fine-tuned models start from a shared model: its settings count (the pooled one's for point
+    # models, the survival one's for own survival models)
+    survival, finetune = config.model.loss == "survival", config.model.mode == "finetune"
+    if not (finetune and not survival):
         free += ["pooled_epochs", "pooled_batch", "pooled_examples_per_epoch"]
+    if not (finetune and survival):
+        free += ["survival_epochs"]
     for k in free:
         cfg["train"].pop(k)
+    for k in ("within_days", "horizon_days"):  # what is answered, not what is trained
+        cfg["data"].pop(k)
     h.update(json.dumps(cfg, sort_keys=True).encode())
     for a in arrays:
         a = np.ascontiguousarray(a)

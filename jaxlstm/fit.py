@@ -164,7 +164,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         states = [st._replace(params=tiled, best_params=tiled) for st in states]
     print_ = _say if progress else (lambda *_: None)
 
-    extra = () if prep.windows.x_extra is None else (prep.windows.x_extra,)
+    extra = (prep.hist.extras,) if prep.hist.n_extra else ()
     fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys, *extra)
     meta = {
         "config": config.to_dict(),

@@ -74,7 +74,7 @@ def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int
     x = np.stack([values, present.astype(np.float64),
                   np.broadcast_to(count[:, None], (len(pos), L)), np.broadcast_to(level[:, None], (len(pos), L))], -1)
     if hist.n_extra:  # the extra columns of each present interval, 0 where padded
-        extra = np.where(present[..., None], hist.extras[idx] if len(enc) else 0.0, 0.0)
+        extra = np.where(present[..., None], hist.extras[idx], 0.0) if len(enc) else np.zeros((len(pos), L, hist.n_extra))
         x = np.concatenate([x, extra], -1)
     return x.astype(np.float32)
 

@@ -47,7 +47,8 @@ class RunModel:
       (None: the customer's median, else the population median);
     pooled: the shared model, when the run trained one;
     survival: the survival model behind the as-of answers (p_within_*d, predicted_next_visit), if trained;
-    own_survival: customers' own survival models (modes per_customer, finetune), answering for them.
+    own_survival: customers' own survival models (modes per_customer, finetune), answering for them;
+    as_of: the run's as-of date: predict's default when no later visit is in the log.
     """
 
     config: Config
@@ -60,6 +61,7 @@ class RunModel:
     pooled: PooledModel | None = None
     survival: SurvivalModel | None = None
     own_survival: OwnSurvival | None = None
+    as_of: pd.Timestamp | None = None  # the date the run answered as of
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -92,21 +94,24 @@ def load_run(run_dir: str | Path) -> RunModel:
     if saved is not None:
         fallback_by = saved["fallback_by_history"]
     pooled = survival = own_survival = None
-    if (run_dir / "pooled").exists():
+    # which shared models this run wrote (older runs: whatever is there)
+    has = (saved or {}).get("models", {"pooled": True, "survival": True, "own_survival": True})
+    if has["pooled"] and (run_dir / "pooled").exists():
         params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, pooled_features(config)).params)
         pooled = PooledModel(config, params_p, center_p)
-    if (run_dir / "survival").exists():
+    if has["survival"] and (run_dir / "survival").exists():
         s_cfg = survival_config(config)
         params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, pooled_features(config)).params)
         survival = SurvivalModel(s_cfg, params_s, center_s)
-        found_own = checkpoint.read_meta(run_dir / "survival_checkpoints")
+        found_own = checkpoint.read_meta(run_dir / "survival_checkpoints") if has["own_survival"] else None
         if found_own is not None:
             step_o, meta_o = found_own
             own_keys = np.asarray(meta_o["customer_ids"], dtype=str)
             abstract = checkpoint_tree(stacked_state_shape(s_cfg, len(own_keys), pooled_features(config)), np.zeros(len(own_keys), np.float32), 0)
             state_o = CustomerState(**checkpoint.restore(run_dir / "survival_checkpoints", step_o, abstract)["customers"])
             own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
-    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival)
+    run_as_of = pd.Timestamp(saved["as_of"]) if saved and saved.get("as_of") else None
+    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival, run_as_of)
 
 
 def add_days(when: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -123,7 +128,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     """One row per customer of `hist` (see DESIGN.md, outputs). Customers the run has a healthy,
     chosen model for get the model's answer; the others a labelled baseline (`run.fallback_by`),
     computed from all of their intervals in `hist`. With a survival model, the as-of answers
-    (default as of the day after the latest visit): predicted_next_visit is the median date of
+    (default as of the run's as-of date, or the day after the latest visit if that is later): predicted_next_visit is the median date of
     the next visit given none so far (NaT: more likely gone than back), p_within_{k}d the chance
     of a visit within k days of `as_of`."""
     cfg = run.config
@@ -184,7 +189,9 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     )
     columns = [name for name, _ in probability_columns(cfg)]
     if run.survival is not None and N:
-        as_of = as_of if as_of is not None else default_as_of(hist.last_visit)
+        if as_of is None:  # the run's date (e.g. the export date), unless the log has visits after it
+            as_of = default_as_of(hist.last_visit)
+            as_of = max(as_of, run.as_of) if run.as_of is not None else as_of
         asof = run.survival.answer(hist, as_of, run.own_survival)
         when = np.full(N, np.datetime64(as_of.as_unit("ns")), "datetime64[ns]")
         frame["predicted_next_visit"] = add_days(when, np.where(np.isfinite(asof["remaining_days"]), asof["remaining_days"], np.nan))

@@ -58,11 +58,13 @@ def default_as_of(last_visits: np.ndarray) -> pd.Timestamp:
     return pd.Timestamp(np.max(last_visits)).normalize() + pd.Timedelta(days=1)
 
 
-def elapsed_days(hist: Histories, as_of: pd.Timestamp) -> np.ndarray:
-    """[N] days from each customer's last visit to `as_of` (0 if it is later), whole days when
-    data.floor_days counted whole days."""
-    e = (np.datetime64(as_of.as_unit("us")) - hist.last_visit.astype("datetime64[us]")) / DAY
-    return np.maximum(e, 0.0)
+def elapsed_days(hist: Histories, as_of: pd.Timestamp, floor_days: bool = False) -> np.ndarray:
+    """[N] days from each customer's last visit to `as_of` (0 if it is later); with floor_days
+    whole calendar days, as the intervals were counted."""
+    unit = "datetime64[D]" if floor_days else "datetime64[us]"
+    now = np.datetime64(as_of.as_unit("us")).astype(unit)
+    e = (now - hist.last_visit.astype(unit)) / np.timedelta64(1, "D")
+    return np.maximum(e.astype(np.float64), 0.0)
 
 
 @dataclasses.dataclass
@@ -89,7 +91,7 @@ class SurvivalModel:
         counting at most the horizon (what ranks customers), and P(visit within k days) for each
         data.within_days and the horizon. Customers with a healthy model in `own` get its answer."""
         d = self.config.data
-        e = elapsed_days(hist, as_of)
+        e = elapsed_days(hist, as_of, d.floor_days)
         mu, sigma, g = self.head(hist)
         if own is not None:
             row = pd.Index(own.keys).get_indexer(hist.keys)
@@ -120,13 +122,13 @@ class OwnSurvival:
         return head_params(forward_each(self.config, self.params, rows, x), self.center)
 
 
-def examples(hist: Histories, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def examples(hist: Histories, as_of: pd.Timestamp, floor_days: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(owner [P], pos [P], days [P], censored [P]): every observed interval, then each customer's
     open interval (pos = its interval count, days elapsed by `as_of`)."""
     N, k = hist.n_customers, np.diff(hist.offsets)
     owner = np.r_[np.repeat(np.arange(N), k), np.arange(N)]
     pos = np.r_[np.arange(len(hist.intervals)) - np.repeat(hist.offsets[:-1], k), k]
-    days = np.r_[hist.intervals, elapsed_days(hist, as_of)]
+    days = np.r_[hist.intervals, elapsed_days(hist, as_of, floor_days)]
     censored = np.r_[np.zeros(len(hist.intervals)), np.ones(N)].astype(np.float32)
     return owner, pos, days, censored
 
@@ -135,7 +137,7 @@ def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress:
                  desc: str = "survival") -> tuple[SurvivalModel, list[dict]]:
     """Train the survival model on a log whose visits all lie before `as_of`."""
     cfg = survival_config(config)
-    owner, pos, days, censored = examples(hist, as_of)
+    owner, pos, days, censored = examples(hist, as_of, config.data.floor_days)
     val_customer = uniform(customer_seeds(hist.keys), 0x5E1F, 1)[:, 0] < VAL_SHARE
     is_val = val_customer[owner]
     observed = censored == 0
@@ -152,14 +154,14 @@ def own_prepared(hist: Histories, as_of: pd.Timestamp, config: Config, center: f
     intervals), packed for the per-customer trainer: observed intervals, the latest val_fraction of
     them validating, and the open interval (censored) training."""
     d, t = config.data, config.train
-    owner, pos, days, censored = examples(hist, as_of)
+    owner, pos, days, censored = examples(hist, as_of, config.data.floor_days)
     order = np.lexsort((pos, owner))  # per customer: its intervals, then its open one
     owner, pos, days, censored = owner[order], pos[order], days[order], censored[order]
     N, k = hist.n_customers, np.diff(hist.offsets)
     offsets = np.r_[0, np.cumsum(k + 1)]
     seeds = customer_seeds(hist.keys)
     obs_offsets = np.r_[0, np.cumsum(k)]
-    obs_val = batching.split_windows(obs_offsets, seeds, "temporal", d.val_fraction, t.seed)
+    obs_val = batching.split_windows(obs_offsets, seeds, d.split, d.val_fraction, t.seed)
     is_val = np.zeros(len(owner), bool)
     is_val[censored == 0] = obs_val
     windows = Windows(np.zeros((len(owner), d.look_back), np.float32), days.astype(np.float32), offsets,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, predict_fra
 from jaxlstm.report import write_report
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own, fit_survival
+
+
+MODEL_DIRS = ("checkpoints", "survival_checkpoints", "pooled", "survival")
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -101,6 +105,12 @@ def train_all(
         if resume and not (out / "config.toml").exists():
             raise InputError(f"--resume: no run in {out} (no config.toml); start one without --resume")
         out.mkdir(parents=True, exist_ok=True)
+        stale = [out / name for name in MODEL_DIRS + ("answers.json",) if (out / name).exists()]
+        if stale and not resume:  # a new run: no model of an earlier run in this folder may answer for it
+            if progress:
+                _say(f"{out}: replacing the earlier run there (use --resume to continue it instead)")
+            for path in stale:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         (out / "config.toml").write_text(config.to_toml())
     rows = prep.model_rows
     hold = holdout(prep.hist, prep.windows, prep.is_val, config.data.look_back)
@@ -162,7 +172,9 @@ def train_all(
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
-        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of)}, indent=2)))
+        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
+         "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
+        indent=2)))
     if pooled is not None:
         checkpoint.save_shared(out / "pooled", pooled.params, pooled.center)
     if survival is not None:

@@ -20,7 +20,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", help="PNG file (default: RUN/plots/customer_ID.png)")
     p.add_argument("--id-col", help="customer id column (default: the run's)")
     p.add_argument("--time-col", help="timestamp column (default: the run's)")
-    p.add_argument("--as-of", metavar="DATE", help="answer as of this date (default: the day after the latest visit)")
+    p.add_argument("--as-of", metavar="DATE", help="answer as of this date (default: the run's as-of date, or the day after the latest visit if later)")
     args = p.parse_args(argv)
 
     from pathlib import Path

@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="error (default): stop at bad rows; skip: set them aside in OUT_STEM.rejected_rows.parquet")
     p.add_argument("--as-of", metavar="DATE",
-                   help="answer as of this date (default: the day after the latest visit): p_within_*d and "
+                   help="answer as of this date (default: the run's as-of date, or the day after the latest visit if later): p_within_*d and "
                         "predicted_next_visit count from it, given no visit since the last; later visits are bad rows")
     args = p.parse_args(argv)
 

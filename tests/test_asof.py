@@ -115,3 +115,15 @@ def test_own_survival_models_start_from_the_shared_one_or_from_scratch(tmp_path)
     assert same.mean() < 0.05
     assert (tmp_path / "per_customer3" / "survival_checkpoints").is_dir()
     pd.testing.assert_frame_equal(predict(tmp_path / "per_customer3", log).set_index("customer_id"), own)
+
+
+def test_elapsed_days_count_like_the_intervals():
+    from jaxlstm.data.events import validate_events
+    from jaxlstm.data.intervals import histories
+    from jaxlstm.survival import elapsed_days
+
+    log = pd.DataFrame({"customer_id": ["a", "a"], "timestamp": pd.to_datetime(["2024-01-01 08:00", "2024-01-03 23:00"])})
+    as_of = pd.Timestamp("2024-01-04")
+    exact, whole = histories(validate_events(log)), histories(validate_events(log), floor_days=True)
+    assert elapsed_days(exact, as_of)[0] == pytest.approx(1 / 24) and whole.intervals.tolist() == [2.0]
+    assert elapsed_days(whole, as_of, floor_days=True).tolist() == [1.0]

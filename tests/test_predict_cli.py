@@ -175,3 +175,34 @@ def test_summary_features_and_pinball_runs_reproduce_from_their_folder(tmp_path)
     trained = train_all(events, cfg, tmp_path / "run", progress=False)
     assert (trained["model"] == "finetuned").any()
     pd.testing.assert_frame_equal(predict(tmp_path / "run", events), trained)
+
+
+def test_one_visit_logs_with_extra_columns_and_summary_features(tmp_path):
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"data.extra_cols": ["amount", "items"], "data.summary_features": True,
+                                                        "train.pooled_epochs": 1, "train.survival_epochs": 1})
+    events = make_customers(20, seed=3, visits=(2, 12)).assign(amount=lambda f: np.arange(len(f)) % 7 * 10.0, items=2)
+    train_all(events, cfg, tmp_path / "run", progress=False)
+    # brand-new customers with one visit each: no interval anywhere in the log
+    new = pd.DataFrame({"customer_id": ["n1", "n2"], "timestamp": pd.to_datetime(["2024-02-01", "2024-02-03"]),
+                        "amount": [5.0, 50.0], "items": [1, 3]})
+    pred = predict(tmp_path / "run", new)
+    assert pred["customer_id"].tolist() == ["n1", "n2"] and pred["p_back_within_horizon"].between(0, 1).all()
+    alone = train_all(new, cfg, tmp_path / "once", progress=False)
+    pd.testing.assert_frame_equal(predict(tmp_path / "once", new), alone)
+
+
+def test_a_new_run_in_an_old_folder_replaces_it_and_keeps_its_as_of_date(tmp_path):
+    events = make_customers(30, seed=6, visits=(2, 15))
+    first = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "per_customer", "train.survival_epochs": 1})
+    train_all(events, first, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "survival_checkpoints").is_dir()
+    second = load_config(ROOT / "configs" / "tiny.toml", {"train.seed": 5, "train.pooled_epochs": 1, "train.survival_epochs": 0})
+    trained = train_all(events, second, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "survival_checkpoints").exists() and not (tmp_path / "run" / "survival").exists()
+    pd.testing.assert_frame_equal(predict(tmp_path / "run", events), trained)
+    # a run as of its export date (a week after the last visit) predicts as of that date by default
+    export = (events["timestamp"].max() + pd.Timedelta(days=7)).normalize()
+    third = load_config(ROOT / "configs" / "tiny.toml", {"train.pooled_epochs": 1, "train.survival_epochs": 1})
+    trained = train_all(events, third, tmp_path / "run", progress=False, as_of=str(export.date()))
+    assert trained["days_since_last_visit"].min() > 6  # not the default, the day after the last visit
+    pd.testing.assert_frame_equal(predict(tmp_path / "run", events), trained)

@@ -48,7 +48,9 @@ def make_windows(hist: Histories, look_back: int) -> Windows:
     y = hist.intervals[starts + L].astype(np.float32)
     has_last = k >= L
     last_idx = np.clip(hist.offsets[1:, None] - L + np.arange(L)[None, :], 0, max(len(hist.intervals) - 1, 0))
-    last = np.where(has_last[:, None], hist.intervals[last_idx] if len(hist.intervals) else 0.0, 0.0).astype(np.float32)
+    last = np.zeros((len(k), L), np.float32)  # [N, L] even when the log has no interval at all
+    if len(hist.intervals):
+        last[:] = np.where(has_last[:, None], hist.intervals[last_idx], 0.0)
     E = hist.n_extra
     extras = hist.extras if len(hist.intervals) else np.zeros((1, E))
     x_extra = extras[idx].astype(np.float32).reshape(-1, L, E) if E else None
