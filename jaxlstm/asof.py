@@ -24,7 +24,8 @@ import pandas as pd
 from jaxlstm.config import Config
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import histories
-from jaxlstm.survival import DAY, elapsed_days, fit_own, fit_survival, probability_columns
+from jaxlstm.evaluate import customer_baselines
+from jaxlstm.survival import fit_own, fit_survival, probability_columns
 
 
 def truth_after(events: pd.DataFrame, keys: np.ndarray, cut: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +36,7 @@ def truth_after(events: pd.DataFrame, keys: np.ndarray, cut: pd.Timestamp, end: 
     when = first.reindex(keys).to_numpy(dtype="datetime64[ns]")
     observed = ~np.isnat(when)
     window = (end - cut) / pd.Timedelta(days=1)
-    days = np.where(observed, (when.astype("datetime64[us]") - np.datetime64(cut.as_unit("us"))) / DAY, window)
+    days = np.where(observed, (when - np.datetime64(cut.as_unit("ns"))) / np.timedelta64(1, "D"), window)
     return days, observed
 
 
@@ -77,12 +78,9 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
         own = fit_own(hist, cut, config, model, config.model.mode == "finetune", progress)
     ans = model.answer(hist, cut, own)
     days, observed = truth_after(events, hist.keys, cut, as_of)
-    since = elapsed_days(hist, cut, d.floor_days)
-    k_per = np.diff(hist.offsets)
-    owner = np.repeat(np.arange(hist.n_customers), k_per)
-    median = pd.Series(hist.intervals).groupby(owner).median().reindex(range(hist.n_customers)).to_numpy()
-    population = float(np.median(hist.intervals)) if len(hist.intervals) else 0.0
-    due = np.where(np.isnan(median), population, median) - since  # classic: last visit + usual gap - now
+    since = ans["days_since_last_visit"]
+    median = customer_baselines(hist)["customer_median"]  # the population's for a customer without gaps
+    due = np.nan_to_num(median) - since  # classic: last visit + usual gap - now
     out = {
         "cut": str(cut), "as_of": str(as_of), "customers": int(hist.n_customers),
         "back_within_horizon": float(observed.mean()),

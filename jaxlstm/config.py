@@ -94,6 +94,16 @@ class Config:
         """0 for regression, else one class per bin: below the first edge, between edges, above."""
         return len(self.data.bins) + 1 if self.data.bins else 0
 
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the model's head: one per class, three for the survival head (distribution.py), else one."""
+        return self.n_classes or (3 if self.loss == "survival" else 1)
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Trailing shape of one window's target: (2,) for the survival head (days, censored), else ()."""
+        return (2,) if self.loss == "survival" else ()
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {
             section: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, section)).items()}

@@ -66,11 +66,6 @@ def p_back_within(elapsed: np.ndarray, k: float, mu: np.ndarray, sigma: np.ndarr
     return -np.expm1(log_survival(elapsed + k, mu, sigma, g) - log_survival(elapsed, mu, sigma, g))
 
 
-def p_gone(elapsed: np.ndarray, g: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """P(never back | no visit in `elapsed` days) = pi / S(e)."""
-    return np.exp(_log_sigmoid(g) - log_survival(elapsed, mu, sigma, g))
-
-
 def remaining_median(elapsed: np.ndarray, mu: np.ndarray, sigma: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Days from now (`elapsed` days after the last visit) until P(back) reaches one half, given no
     visit so far: the t - e with S(t) = S(e) / 2. Infinite where the customer is more likely gone

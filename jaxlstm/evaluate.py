@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from jaxlstm.data.intervals import Histories
+from jaxlstm.data.intervals import Histories, prefix_mean
 from jaxlstm.data.windows import Windows, to_bins
 
 BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 5, "4-5"), (6, 10, "6-10"), (11, np.iinfo(np.int64).max, "11+"))
@@ -105,14 +105,11 @@ def baselines(hist: Histories, hold: Holdout) -> dict[str, np.ndarray]:
     start, n = hist.offsets[hold.owner], hold.pos
     has = n > 0
     owner = np.repeat(np.arange(hist.n_customers), np.diff(hist.offsets))
-    cum = np.r_[0.0, np.cumsum(hist.intervals)]
     # median of each customer's intervals 0..i, for every interval i (one pass, pandas' skiplist)
     running_median = pd.Series(hist.intervals).groupby(owner).expanding().median().to_numpy()
     last = np.clip(start + n - 1, 0, max(len(hist.intervals) - 1, 0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (cum[start + n] - cum[start]) / n
     return {
-        "customer_mean": np.where(has, mean, pop),
+        "customer_mean": np.where(has, prefix_mean(hist.intervals, hist.offsets, hold.owner, n), pop),
         "customer_median": np.where(has, running_median[last] if len(running_median) else pop, pop),
         "customer_last": np.where(has, hist.intervals[last] if len(hist.intervals) else pop, pop),
         "population_median": pop,

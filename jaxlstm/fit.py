@@ -273,16 +273,14 @@ def forward_each(config: Config, params: Any, rows: np.ndarray, x: np.ndarray, c
     """Model outputs [n, K] of customers `rows` of `params` (leading customer axis), each on its own
     input window x [n, L, F]: C customers per compiled call."""
     if len(rows) == 0:
-        K = config.n_classes or (3 if config.loss == "survival" else 1)
-        return np.zeros((0, K), np.float32)
+        return np.zeros((0, config.n_outputs), np.float32)
     if compiled is None:
         compiled = compile_steps(config, max(1, min(config.train.chunk_customers, len(rows))), config.train.batch_size,
                                  only=("evaluate",), n_features=x.shape[-1])
     C, B = compiled.shape
     pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
     rows, x = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x, np.repeat(x[:1], pad, 0)])
-    y_shape = (C, B, 2) if config.loss == "survival" else (C, B)
-    y, mask = np.zeros(y_shape, np.int32 if config.n_classes else np.float32), np.zeros((C, B), np.float32)
+    y, mask = np.zeros((C, B) + config.target_shape, np.int32 if config.n_classes else np.float32), np.zeros((C, B), np.float32)
     outs = []
     for start in range(0, len(rows), C):
         part = rows[start : start + C]

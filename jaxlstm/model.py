@@ -78,7 +78,7 @@ def build_model(config: Config) -> Forecaster:
         dropout=m.dropout,
         dense=tuple(m.dense),
         dense_activation=m.dense_activation,
-        n_out=config.n_classes or (3 if config.loss == "survival" else 1),
+        n_out=config.n_outputs,
         fused=m.cell == "fused",
     )
 

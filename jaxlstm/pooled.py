@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from jaxlstm.config import Config
 from jaxlstm.data.batching import uniform
-from jaxlstm.data.intervals import Histories
+from jaxlstm.data.intervals import Histories, prefix_mean
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.step import Compiled, compile_steps
 
@@ -62,14 +62,12 @@ def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int
     from the intervals before it; pos may equal the customer's interval count (the next, unseen one)."""
     L = look_back
     enc = encode(hist.intervals).astype(np.float64)
-    cum = np.r_[0.0, np.cumsum(enc)]
     start = hist.offsets[owner]
     back = pos[:, None] - L + np.arange(L)[None, :]  # interval index within the customer, per step
     present = back >= 0
     idx = np.clip(start[:, None] + back, 0, max(len(enc) - 1, 0))
     values = np.where(present, (enc[idx] if len(enc) else 0.0) - center, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        level = np.where(pos > 0, (cum[start + pos] - cum[start]) / pos - center, 0.0)
+    level = np.where(pos > 0, prefix_mean(enc, hist.offsets, owner, pos) - center, 0.0)
     count = np.log1p(pos) / 4.0
     x = np.stack([values, present.astype(np.float64),
                   np.broadcast_to(count[:, None], (len(pos), L)), np.broadcast_to(level[:, None], (len(pos), L))], -1)
@@ -91,27 +89,34 @@ class PooledModel:
     def answer(self, hist: Histories, owner: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(days [P], class probabilities [P, K] or None) for interval `pos` of customer `owner`."""
         cfg = self.config
-        B = cfg.train.pooled_batch
-        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=pooled_features(cfg))
-        x = features(hist, owner, pos, cfg.data.look_back, self.center)
-        out = _outputs(compiled, self.params, x, B, cfg)
+        out = shared_outputs(self, hist, owner, pos)
         if cfg.n_classes:
             probs = np.asarray(jax.nn.softmax(out, axis=-1))
             return bin_values(cfg.data.bins)[probs.argmax(-1)].astype(float), probs
         return decode(out[:, 0] + self.center).astype(float), None
 
 
+def shared_outputs(model, hist: Histories, owner: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Head outputs [P, K] of a shared model (PooledModel or survival.SurvivalModel: config, params,
+    center, compiled) for interval `pos` of customer `owner`, from the intervals before it."""
+    cfg = model.config
+    B = cfg.train.pooled_batch
+    compiled = model.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=pooled_features(cfg))
+    x = features(hist, owner, pos, cfg.data.look_back, model.center)
+    return _outputs(compiled, model.params, x, B, cfg)
+
+
 def _outputs(compiled: Compiled, params, x: np.ndarray, B: int, cfg: Config) -> np.ndarray:
     """Forward pass over x [P, L, F] in batches of B -> [P, K]."""
     P = len(x)
-    y = np.zeros((1, B, 2) if cfg.loss == "survival" else (1, B), np.int32 if cfg.n_classes else np.float32)
+    y = np.zeros((1, B) + cfg.target_shape, np.int32 if cfg.n_classes else np.float32)
     mask = np.ones((1, B), np.float32)
     outs = []
     for s in range(0, P, B):
         part = np.zeros((1, B) + x.shape[1:], np.float32)
         part[0, : min(B, P - s)] = x[s : s + B]
         outs.append(np.asarray(compiled.evaluate(params, part, y, mask)[2])[0, : min(B, P - s)])
-    return np.concatenate(outs) if outs else np.zeros((0, compiled.evaluate.out_info[2].shape[-1]), np.float32)
+    return np.concatenate(outs) if outs else np.zeros((0, cfg.n_outputs), np.float32)
 
 
 def examples(hist: Histories, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -80,11 +80,8 @@ def load_run(run_dir: str | Path) -> RunModel:
         step, meta = found
         config = from_dict(meta["config"])
         keys = np.asarray(meta["customer_ids"], dtype=str)
-        F = meta.get("n_features", n_features(config))
-        abstract = checkpoint_tree(stacked_state_shape(config, len(keys), F), np.zeros(len(keys), np.float32), 0)
-        restored = checkpoint.restore(ckpt, step, abstract)
-        state = CustomerState(**restored["customers"])
-        center, params, diverged = restored["center"], kept_params(state, config), np.asarray(state.diverged)
+        state, center = _restore_customers(ckpt, step, config, len(keys), meta.get("n_features", n_features(config)))
+        params, diverged = kept_params(state, config), np.asarray(state.diverged)
     answers, fallback_by = np.ones(len(keys), bool), None
     chosen = run_dir / "customer_metrics.parquet"
     if chosen.exists():  # written after training, with the per-customer choice of answer
@@ -107,11 +104,17 @@ def load_run(run_dir: str | Path) -> RunModel:
         if found_own is not None:
             step_o, meta_o = found_own
             own_keys = np.asarray(meta_o["customer_ids"], dtype=str)
-            abstract = checkpoint_tree(stacked_state_shape(s_cfg, len(own_keys), pooled_features(config)), np.zeros(len(own_keys), np.float32), 0)
-            state_o = CustomerState(**checkpoint.restore(run_dir / "survival_checkpoints", step_o, abstract)["customers"])
+            state_o, _ = _restore_customers(run_dir / "survival_checkpoints", step_o, s_cfg, len(own_keys), pooled_features(config))
             own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
     run_as_of = pd.Timestamp(saved["as_of"]) if saved and saved.get("as_of") else None
     return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival, run_as_of)
+
+
+def _restore_customers(directory: Path, step: int, config: Config, n: int, n_feat: int) -> tuple[CustomerState, np.ndarray]:
+    """(training state, centre) of the n customers saved at `step` by the per-customer trainer."""
+    abstract = checkpoint_tree(stacked_state_shape(config, n, n_feat), np.zeros(n, np.float32), 0)
+    restored = checkpoint.restore(directory, step, abstract)
+    return CustomerState(**restored["customers"]), restored["center"]
 
 
 def add_days(when: np.ndarray, days: np.ndarray) -> np.ndarray:

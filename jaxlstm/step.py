@@ -217,7 +217,7 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
     seeds = jax.ShapeDtypeStruct((C, 2), jnp.uint32)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     x = jax.ShapeDtypeStruct((C, B, L, F), jnp.float32)
-    y = jax.ShapeDtypeStruct((C, B, 2) if loss == "survival" else (C, B), y_dtype)
+    y = jax.ShapeDtypeStruct((C, B) + config.target_shape, y_dtype)
     mask = jax.ShapeDtypeStruct((C, B), jnp.float32)
     vec = jax.ShapeDtypeStruct((C,), jnp.float32)
     drop = jax.ShapeDtypeStruct((C, config.model.lstm_layers, B, config.model.units), jnp.float32)

@@ -33,11 +33,11 @@ from jaxlstm.data.intervals import Histories
 from jaxlstm.data.windows import Windows, encode
 from jaxlstm.distribution import expected_wait, head_params, p_back_within, remaining_median
 from jaxlstm.fit import Prepared, fit, forward_each
-from jaxlstm.pooled import _outputs, features, pooled_features, train_shared
-from jaxlstm.step import Compiled, compile_steps, kept_params
+from jaxlstm.pooled import examples as interval_examples
+from jaxlstm.pooled import features, shared_outputs, train_shared
+from jaxlstm.step import Compiled, kept_params
 
 VAL_SHARE = 0.1
-DAY = np.timedelta64(86_400_000_000, "us")
 
 
 def survival_config(config: Config) -> Config:
@@ -78,12 +78,8 @@ class SurvivalModel:
 
     def head(self, hist: Histories, owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mu, sigma, logit gone) of the next, unseen interval of customers `owner` (default all)."""
-        cfg = self.config
         owner = np.arange(hist.n_customers) if owner is None else owner
-        B = cfg.train.pooled_batch
-        compiled = self.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=pooled_features(cfg))
-        x = features(hist, owner, np.diff(hist.offsets)[owner], cfg.data.look_back, self.center)
-        return head_params(_outputs(compiled, self.params, x, B, cfg), self.center)
+        return head_params(shared_outputs(self, hist, owner, np.diff(hist.offsets)[owner]), self.center)
 
     def answer(self, hist: Histories, as_of: pd.Timestamp, own: OwnSurvival | None = None) -> dict[str, np.ndarray]:
         """Per customer, as of `as_of`: days since the last visit, the median days until the next
@@ -126,8 +122,8 @@ def examples(hist: Histories, as_of: pd.Timestamp, floor_days: bool = False) -> 
     """(owner [P], pos [P], days [P], censored [P]): every observed interval, then each customer's
     open interval (pos = its interval count, days elapsed by `as_of`)."""
     N, k = hist.n_customers, np.diff(hist.offsets)
-    owner = np.r_[np.repeat(np.arange(N), k), np.arange(N)]
-    pos = np.r_[np.arange(len(hist.intervals)) - np.repeat(hist.offsets[:-1], k), k]
+    seen_owner, seen_pos, _ = interval_examples(hist, k)
+    owner, pos = np.r_[seen_owner, np.arange(N)], np.r_[seen_pos, k]
     days = np.r_[hist.intervals, elapsed_days(hist, as_of, floor_days)]
     censored = np.r_[np.zeros(len(hist.intervals)), np.ones(N)].astype(np.float32)
     return owner, pos, days, censored

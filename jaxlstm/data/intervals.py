@@ -90,18 +90,22 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
     )
 
 
+def prefix_mean(values: np.ndarray, offsets: np.ndarray, owner: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Mean of the first n[p] of customer owner[p]'s values (values [M] flat like the intervals);
+    NaN where n is 0."""
+    cum = np.r_[0.0, np.cumsum(values, dtype=np.float64)]
+    start = offsets[owner]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (cum[start + n] - cum[start]) / n
+
+
 def _summaries(intervals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """[M, 4] per interval, over the customer's intervals up to and including it: log1p(count) / 4,
     mean and std of log1p(days), log1p(days since the first visit) / 4."""
     k = np.diff(offsets)
     owner = np.repeat(np.arange(len(k)), k)
-    n = (np.arange(len(intervals)) - offsets[:-1][owner] + 1).astype(np.float64)
+    n = np.arange(len(intervals)) - offsets[:-1][owner] + 1
     z = np.log1p(intervals)
-
-    def running(v):  # cumulative sum within each customer
-        c = np.cumsum(v)
-        return c - np.r_[0.0, c][offsets[:-1][owner]]
-
-    mean = running(z) / n
-    std = np.sqrt(np.maximum(running(z**2) / n - mean**2, 0.0))
-    return np.stack([np.log1p(n) / 4, mean, std, np.log1p(running(intervals)) / 4], axis=1)
+    mean = prefix_mean(z, offsets, owner, n)
+    std = np.sqrt(np.maximum(prefix_mean(z**2, offsets, owner, n) - mean**2, 0.0))
+    return np.stack([np.log1p(n) / 4, mean, std, np.log1p(prefix_mean(intervals, offsets, owner, n) * n) / 4], axis=1)
