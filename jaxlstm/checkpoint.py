@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from jaxlstm.config import Config
 from jaxlstm.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each customer's parameters are one flat vector (model.flatten)
 
 
 def fingerprint(config: Config, *arrays: np.ndarray) -> str:
@@ -65,9 +65,14 @@ def read_meta(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
     if step is None:
         return None
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{directory}: checkpoint schema {meta.get('schema_version')} (this jaxlstm reads {SCHEMA_VERSION})")
+    check_schema(directory, meta.get("schema_version"))
     return step, meta
+
+
+def check_schema(where: str | Path, version: int | None) -> None:
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{where}: written by another jaxlstm version (schema {version}; this one reads "
+                         f"{SCHEMA_VERSION}): train it again")
 
 
 def restore(directory: str | Path, step: int, abstract: dict[str, Any]) -> dict[str, Any]:

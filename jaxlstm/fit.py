@@ -8,6 +8,8 @@ at once (vmapped, jitted steps; per-customer early stopping; Orbax checkpoints a
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import sys
 import time
 from pathlib import Path
@@ -70,34 +72,40 @@ def for_finetuning(prep: Prepared, config: Config, pooled: PooledModel) -> Prepa
     return _packed(dataclasses.replace(prep, center=center), config, inputs)
 
 
-def _shuffled(chunk: batching.Chunk, run_seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's training windows in a fresh random order (padding stays last)."""
+def _shuffled(chunk: batching.Chunk, run_seed: int, epoch: int, B: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's training windows in a fresh random order (padding stays last), laid out as
+    [steps, C, B, ...] so that each step's minibatch is one contiguous array (no copy per step)."""
     seeds = (chunk.seeds[:, 0].astype(np.uint64) << np.uint64(32)) | chunk.seeds[:, 1].astype(np.uint64)
-    W = chunk.x_train.shape[1]
+    C, W = chunk.x_train.shape[:2]
     u = batching.uniform(seeds, (run_seed << 20) + 2 * epoch + 2, W)
     u[np.arange(W)[None, :] >= chunk.n_train[:, None]] = 2.0
-    order = np.argsort(u, axis=1, kind="stable")
-    y_order = order.reshape(order.shape + (1,) * (chunk.y_train.ndim - 2))  # survival targets carry a flag
-    return np.take_along_axis(chunk.x_train, order[:, :, None, None], 1), np.take_along_axis(chunk.y_train, y_order, 1)
+    order = np.argsort(u, axis=1, kind="stable")[:, : _n_steps(chunk.n_train, B) * B]
+    order = order.reshape(C, -1, B).swapaxes(0, 1)  # [steps, C, B]
+    customer = np.arange(C)[None, :, None]
+    return chunk.x_train[customer, order], chunk.y_train[customer, order]
 
 
-def _batches(n: np.ndarray, width: int, B: int):
-    """(k, slice, mask [C, B]) for each minibatch position k over `width` padded windows."""
-    for k in range(-(-int(n.max()) // B) if len(n) and n.max() > 0 else 0):
-        mask = ((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32)
-        yield k, slice(k * B, (k + 1) * B), mask
+def _n_steps(n: np.ndarray, B: int) -> int:
+    return -(-int(n.max()) // B) if len(n) else 0
+
+
+def _masks(n: np.ndarray, B: int) -> list[np.ndarray]:
+    """[C, B] float32 masks of the real windows of each minibatch position over counts n [C]."""
+    return [((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32) for k in range(_n_steps(n, B))]
 
 
 def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int, outputs: bool = False):
     """Per-customer validation with `params`: (loss_sum [C], n [C]) as device arrays, plus the
     outputs [C, Wv, K] (numpy) when asked; fetching them waits for the device, so training doesn't."""
     sums, ns, outs = [], [], []
-    for _, sl, mask in _batches(chunk.n_val, chunk.x_val.shape[1], B):
+    for k, mask in enumerate(_masks(chunk.n_val, B)):
+        sl = slice(k * B, (k + 1) * B)
         s, n, out = compiled.evaluate(params, chunk.x_val[:, sl], chunk.y_val[:, sl], mask)
         sums.append(s), ns.append(n), outs.append(out)
     C = len(chunk.rows)
     zero = np.zeros(C, np.float32)
-    result = (sum(sums) if sums else zero, sum(ns) if ns else zero)
+    # functools.reduce, not sum(): sum() starts from 0 and dispatches one more device add
+    result = (functools.reduce(operator.add, sums) if sums else zero, functools.reduce(operator.add, ns) if ns else zero)
     if outputs:
         K = compiled.evaluate.out_info[2].shape[-1]
         result += (np.concatenate([np.asarray(o) for o in outs], axis=1) if outs else np.zeros((C, 0, K), np.float32),)
@@ -190,6 +198,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     n_model = len(keys)
     t0 = time.perf_counter()
     done = [bool(np.asarray(st.stopped).all()) for st in states]
+    masks = [_masks(c.n_train, B) for c in chunks]  # the same every epoch
     bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         tr_sum, tr_n, va_sum, va_n = [], [], [], []
@@ -197,10 +206,10 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
             st = states[ci]
             if done[ci]:
                 continue
-            xs, ys = _shuffled(chunk, t.seed, epoch)
-            for k, sl, mask in _batches(chunk.n_train, xs.shape[1], B):
+            xs, ys = _shuffled(chunk, t.seed, epoch, B)
+            for k, mask in enumerate(masks[ci]):
                 drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
-                st, (s, n) = compiled.train(st, xs[:, sl], ys[:, sl], mask, drop)
+                st, (s, n) = compiled.train(st, xs[k], ys[k], mask, drop)
                 tr_sum.append(s), tr_n.append(n)
             vs, vn = _validate(compiled, st.params, chunk, B)
             va_sum.append(vs), va_n.append(vn)

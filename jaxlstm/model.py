@@ -9,6 +9,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from jaxlstm.config import Config
 
@@ -134,3 +136,15 @@ def init_params(model: Forecaster, key: jax.Array, look_back: int, n_features: i
         hf = params[f"lstm_{i}"]["hf"]  # nn.RNN hoists its cell's parameters to this level
         hf["bias"] = hf["bias"] + forget_bias
     return params
+
+
+def flatten(params) -> jax.Array:
+    """One customer's parameter tree as one [P] vector, the form the trainer keeps: the optimizer
+    update, the finiteness check and best-keeping are then one fused op each, not one per leaf."""
+    return ravel_pytree(params)[0]
+
+
+def param_unravel(model: Forecaster, look_back: int, n_features: int):
+    """The inverse of `flatten` for this model and input width: [P] -> parameter tree."""
+    shapes = jax.eval_shape(lambda k: init_params(model, k, look_back, n_features, 0.0), jax.random.key(0))
+    return ravel_pytree(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes))[1]

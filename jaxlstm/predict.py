@@ -71,6 +71,8 @@ def load_run(run_dir: str | Path) -> RunModel:
     ckpt = run_dir / "checkpoints"
     found = checkpoint.read_meta(ckpt)
     saved = json.loads((run_dir / "answers.json").read_text()) if (run_dir / "answers.json").exists() else None
+    if saved is not None:  # its shared models are read with this version's layout
+        checkpoint.check_schema(run_dir / "answers.json", saved.get("schema_version", 1))
     if found is None and (saved is None or not (run_dir / "config.toml").exists()):
         raise InputError(f"{run_dir}: no checkpoint found (expected {ckpt}; is this a train_all.py --out folder?)")
     if found is None:  # a finished run with no model of anyone's own (mode pooled, or all histories short)

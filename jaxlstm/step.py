@@ -20,7 +20,7 @@ import optax
 
 from jaxlstm.config import Config
 from jaxlstm.distribution import survival_nll
-from jaxlstm.model import Forecaster, build_model, dropout_scales, forward, init_params, mix32
+from jaxlstm.model import Forecaster, build_model, dropout_scales, flatten, forward, init_params, mix32, param_unravel
 
 
 class CustomerState(NamedTuple):
@@ -61,7 +61,7 @@ def customer_key(seed: jax.Array, seed_pair: jax.Array) -> jax.Array:
 
 def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair: jax.Array, n_features: int = 1) -> CustomerState:
     key = customer_key(seed, seed_pair)
-    params = init_params(model, key, config.data.look_back, n_features, config.model.forget_bias)
+    params = flatten(init_params(model, key, config.data.look_back, n_features, config.model.forget_bias))
     return CustomerState(
         params=params,
         opt_state=tx.init(params),
@@ -97,10 +97,11 @@ def dropout_seed(seed_pair: jax.Array, seed: jax.Array, epoch: jax.Array, k: jax
     return mix32(h)
 
 
-def loss_fn(params, model: Forecaster, batch: Batch, loss: str, dropout: jax.Array | None):
+def loss_fn(params, model: Forecaster, unravel, batch: Batch, loss: str, dropout: jax.Array | None):
     """Masked mean loss over the real windows of one batch; also returns (sum, count).
+    params: the flat [P] vector (see model.flatten), unravel its inverse.
     dropout: the step's dropout multipliers while training (see model.dropout_scales), None to evaluate."""
-    out = forward(model, params, batch.x, dropout)
+    out = forward(model, unravel(params), batch.x, dropout)
     per_window = window_losses(out, batch.y, loss) * batch.mask
     n = batch.mask.sum()
     return per_window.sum() / jnp.maximum(n, 1.0), (per_window.sum(), n)
@@ -121,7 +122,7 @@ def step_dropout(model: Forecaster, batch_size: int, seed_pair, seed, epoch, k) 
     return dropout_scales(dropout_seed(seed_pair, seed, epoch, k), model.lstm_layers, batch_size, model.units, model.dropout)
 
 
-def train_step(model, tx, loss: str, state: CustomerState, batch: Batch, drop: jax.Array):
+def train_step(model, unravel, tx, loss: str, state: CustomerState, batch: Batch, drop: jax.Array):
     """One RMSprop step on one minibatch of one customer's windows, with dropout multipliers
     `drop` [lstm_layers, B, units] from `step_dropout` (unused when the model has no dropout).
 
@@ -131,7 +132,7 @@ def train_step(model, tx, loss: str, state: CustomerState, batch: Batch, drop: j
     Returns (state, (loss_sum, n_windows)) with the metrics of applied steps only.
     """
     drop = drop if model.dropout > 0 else None
-    (_, (loss_sum, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, batch, loss, drop)
+    (_, (loss_sum, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, model, unravel, batch, loss, drop)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     active = (n > 0) & ~state.stopped
@@ -148,9 +149,9 @@ def train_step(model, tx, loss: str, state: CustomerState, batch: Batch, drop: j
     return state, (jnp.where(take, loss_sum, 0.0), jnp.where(take, n, 0.0))
 
 
-def evaluate(model, loss: str, params, batch: Batch):
+def evaluate(model, unravel, loss: str, params, batch: Batch):
     """Deterministic forward pass: (loss_sum, n_windows, outputs [B, K])."""
-    out = forward(model, params, batch.x)
+    out = forward(model, unravel(params), batch.x)
     per_window = window_losses(out, batch.y, loss) * batch.mask
     return per_window.sum(), batch.mask.sum(), out
 
@@ -212,6 +213,7 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
     loss = (loss, config.model.quantile) if loss == "pinball" else loss
     L, F = config.data.look_back, n_features
+    unravel = param_unravel(model, L, F)
     y_dtype = jnp.int32 if K else jnp.float32
     seed = jax.ShapeDtypeStruct((), jnp.int32)
     seeds = jax.ShapeDtypeStruct((C, 2), jnp.uint32)
@@ -235,10 +237,10 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
         return jax.vmap(lambda sp: step_dropout(model, B, sp, seed, epoch, k))(seeds)
 
     def v_train(state, x, y, mask, drop):
-        return jax.vmap(lambda st, b, d: train_step(model, tx, loss, st, b, d))(state, Batch(x, y, mask), drop)
+        return jax.vmap(lambda st, b, d: train_step(model, unravel, tx, loss, st, b, d))(state, Batch(x, y, mask), drop)
 
     def v_eval(params, x, y, mask):
-        return jax.vmap(lambda p, b: evaluate(model, loss, p, b))(params, Batch(x, y, mask))
+        return jax.vmap(lambda p, b: evaluate(model, unravel, loss, p, b))(params, Batch(x, y, mask))
 
     def v_end(state, val_sum, val_n, epoch):
         return jax.vmap(lambda s, a, b: end_epoch(s, a, b, epoch, config.train.patience))(state, val_sum, val_n)

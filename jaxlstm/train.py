@@ -172,7 +172,7 @@ def train_all(
     )
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
-        {"mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
+        {"schema_version": checkpoint.SCHEMA_VERSION, "mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
          "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
         indent=2)))
     if pooled is not None:

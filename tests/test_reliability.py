@@ -123,6 +123,12 @@ def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch,
     assert sorted(pred.index) == ["a", "b", "c"] and pred.loc["c", "status"] == "all_rows_rejected"
     rejected = pd.read_parquet(tmp_path / "p.rejected_rows.parquet")
     assert rejected[["row", "customer_id", "reason"]].values.tolist() == [[5, "c", "missing timestamp"]]
+    # a run folder written by a jaxlstm with another parameter layout is refused, not misread
+    capsys.readouterr()
+    answers = tmp_path / "run" / "answers.json"
+    answers.write_text(json.dumps({**json.loads(answers.read_text()), "schema_version": 1}))
+    line = _cli_fails(PREDICT, ["--run", "run", "--customers", "x.csv", "--out", "p.parquet"], capsys)
+    assert "answers.json: written by another jaxlstm version (schema 1; this one reads 2): train it again" in line
 
 
 def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path, tiny, capsys):
