@@ -89,15 +89,20 @@ def _n_steps(n: np.ndarray, B: int) -> int:
     return -(-int(n.max()) // B) if len(n) else 0
 
 
-def _masks(n: np.ndarray, B: int) -> list[np.ndarray]:
-    """[C, B] float32 masks of the real windows of each minibatch position over counts n [C]."""
-    return [((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32) for k in range(_n_steps(n, B))]
+def _masks(n: np.ndarray, B: int, half: int | None = None) -> list[np.ndarray]:
+    """[C, B] float32 masks of the real windows of each minibatch position over counts n [C];
+    with `half`, the last one is [C, half] when no customer has more windows left than that."""
+    masks = [((k * B + np.arange(B))[None, :] < n[:, None]).astype(np.float32) for k in range(_n_steps(n, B))]
+    if half and masks and not masks[-1][:, half:].any():
+        masks[-1] = np.ascontiguousarray(masks[-1][:, :half])
+    return masks
 
 
-def _validate(compiled: Compiled, params, chunk: batching.Chunk, B: int, outputs: bool = False):
+def _validate(compiled: Compiled, params, chunk: batching.Chunk, outputs: bool = False):
     """Per-customer validation with `params`: (loss_sum [C], n [C]) as device arrays, plus the
     outputs [C, Wv, K] (numpy) when asked; fetching them waits for the device, so training doesn't."""
     sums, ns, outs = [], [], []
+    B = compiled.eval_batch
     for k, mask in enumerate(_masks(chunk.n_val, B)):
         sl = slice(k * B, (k + 1) * B)
         s, n, out = compiled.evaluate(params, chunk.x_val[:, sl], chunk.y_val[:, sl], mask)
@@ -163,7 +168,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0), np.full(M, np.nan), np.full(M, -1))
     C = len(chunks[0].rows)
     t_compile = time.perf_counter()
-    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1])
+    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1], half=True)
+    Bv = compiled.eval_batch
     seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
     seed = np.int32(t.seed)
     states = [compiled.init(seed, c.seeds) for c in chunks]
@@ -198,7 +204,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     n_model = len(keys)
     t0 = time.perf_counter()
     done = [bool(np.asarray(st.stopped).all()) for st in states]
-    masks = [_masks(c.n_train, B) for c in chunks]  # the same every epoch
+    masks = [_masks(c.n_train, B, compiled.train_half and Bv) for c in chunks]  # the same every epoch
     bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         tr_sum, tr_n, va_sum, va_n = [], [], [], []
@@ -208,10 +214,14 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
                 continue
             xs, ys = _shuffled(chunk, t.seed, epoch, B)
             for k, mask in enumerate(masks[ci]):
-                drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
-                st, (s, n) = compiled.train(st, xs[k], ys[k], mask, drop)
+                if mask.shape[1] < B:  # the last minibatch fits the half step
+                    drop = compiled.dropout_half(chunk.seeds, seed, np.int32(epoch), np.int32(k))
+                    st, (s, n) = compiled.train_half(st, xs[k][:, :Bv], ys[k][:, :Bv], mask, drop)
+                else:
+                    drop = compiled.dropout(chunk.seeds, seed, np.int32(epoch), np.int32(k))
+                    st, (s, n) = compiled.train(st, xs[k], ys[k], mask, drop)
                 tr_sum.append(s), tr_n.append(n)
-            vs, vn = _validate(compiled, st.params, chunk, B)
+            vs, vn = _validate(compiled, st.params, chunk)
             va_sum.append(vs), va_n.append(vn)
             states[ci] = compiled.end_epoch(st, vs, vn, np.int32(epoch))
         done = [bool(np.asarray(st.stopped).all()) for st in states]  # one wait per epoch, not per chunk
@@ -238,7 +248,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     val_days, val_class = np.full(M, np.nan), np.full(M, -1, np.int64)
     val_sum, val_n = [], []
     for st, chunk in zip(states, chunks):
-        s, n, out = _validate(compiled, kept_params(st, config), chunk, B, outputs=True)
+        s, n, out = _validate(compiled, kept_params(st, config), chunk, outputs=True)
         val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
         _put_val_answers(out, chunk, prep, config, val_days, val_class)
     rows = prep.model_rows
@@ -285,8 +295,8 @@ def forward_each(config: Config, params: Any, rows: np.ndarray, x: np.ndarray, c
         return np.zeros((0, config.n_outputs), np.float32)
     if compiled is None:
         compiled = compile_steps(config, max(1, min(config.train.chunk_customers, len(rows))), config.train.batch_size,
-                                 only=("evaluate",), n_features=x.shape[-1])
-    C, B = compiled.shape
+                                 only=("evaluate",), n_features=x.shape[-1], half=True)
+    C, B = compiled.shape[0], compiled.eval_batch
     pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
     rows, x = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x, np.repeat(x[:1], pad, 0)])
     y, mask = np.zeros((C, B) + config.target_shape, np.int32 if config.n_classes else np.float32), np.zeros((C, B), np.float32)

@@ -179,10 +179,15 @@ class Compiled(NamedTuple):
     init: Callable  # (seed [], seeds [C, 2]) -> CustomerState [C]
     dropout: Callable  # (seeds [C, 2], seed, epoch, k) -> drop [C, layers, B, units]
     train: Callable  # (state, x [C,B,L,F], y [C,B], mask [C,B], drop) -> state, (loss_sum [C], n [C])
-    evaluate: Callable  # (params [C], x, y, mask) -> loss_sum [C], n [C], out [C, B, K]
+    evaluate: Callable  # (params [C], x [C,Bv,L,F], y, mask) -> loss_sum [C], n [C], out [C, Bv, K]
     end_epoch: Callable  # (state, val_sum [C], val_n [C], epoch) -> state
     seconds: dict[str, float]  # compile time of each
-    shape: tuple[int, int]  # (C customers, B windows) per call
+    shape: tuple[int, int]  # (C customers, B windows) per call of train
+    eval_batch: int  # Bv, windows per customer in one call of evaluate (B, or B / 2 with `half`)
+    # with `half`: the same step on the first B / 2 windows of a minibatch (and the first B / 2 rows
+    # of its dropout masks), for a chunk's last minibatch when no customer has more left than that
+    train_half: Callable | None = None
+    dropout_half: Callable | None = None
 
 
 def stacked_state_shape(config: Config, n: int, n_features: int = 1) -> CustomerState:
@@ -195,21 +200,29 @@ def stacked_state_shape(config: Config, n: int, n_features: int = 1) -> Customer
 ALL = ("init", "dropout", "train", "evaluate", "end_epoch")
 
 
-def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1) -> Compiled:
+def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1,
+                  half: bool = False) -> Compiled:
     """vmap the one-customer functions over C customers, jit and compile them ahead of time, so
     compile time is measured apart and a shape mismatch fails loudly instead of recompiling.
-    Programs are reused within a process for configs that differ only in what they do not depend on."""
+    Programs are reused within a process for configs that differ only in what they do not depend on.
+
+    half (B even): also compile the train step and dropout for B / 2 windows, and evaluate B / 2
+    windows per call. A half step costs ~60% of a full one, and validation holds ~20% of a
+    customer's windows, usually under half a batch (benchmarks/NOTES.md)."""
     d, t = config.data, config.train
     key = Config(
         data=type(d)(look_back=d.look_back, bins=d.bins),
         model=dataclasses.replace(config.model, mode="auto"),
         train=type(t)(learning_rate=t.learning_rate, rmsprop_decay=t.rmsprop_decay, rmsprop_eps=t.rmsprop_eps, patience=t.patience),
     )
-    return _compile_steps(key, C, B, tuple(only), n_features)
+    half = half and B % 2 == 0
+    only = tuple(only) + (("train_half", "dropout_half") if half and "train" in only else ())
+    return _compile_steps(key, C, B, only, n_features, B // 2 if half else B)
 
 
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
-def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int) -> Compiled:
+def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int, Bv: int) -> Compiled:
+    """Bv: the half width (B / 2) or B; the half programs and evaluate use it."""
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
     loss = (loss, config.model.quantile) if loss == "pinball" else loss
     L, F = config.data.look_back, n_features
@@ -223,6 +236,10 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
     mask = jax.ShapeDtypeStruct((C, B), jnp.float32)
     vec = jax.ShapeDtypeStruct((C,), jnp.float32)
     drop = jax.ShapeDtypeStruct((C, config.model.lstm_layers, B, config.model.units), jnp.float32)
+    x_v = jax.ShapeDtypeStruct((C, Bv, L, F), jnp.float32)
+    y_v = jax.ShapeDtypeStruct((C, Bv) + config.target_shape, y_dtype)
+    mask_v = jax.ShapeDtypeStruct((C, Bv), jnp.float32)
+    drop_v = jax.ShapeDtypeStruct((C, config.model.lstm_layers, Bv, config.model.units), jnp.float32)
 
     def v_init(seed, seeds):
         # lax.map, not vmap: a vmapped orthogonal init is one batched QR, and XLA:CPU's batched
@@ -235,6 +252,11 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
 
     def v_dropout(seeds, seed, epoch, k):
         return jax.vmap(lambda sp: step_dropout(model, B, sp, seed, epoch, k))(seeds)
+
+    def v_dropout_half(seeds, seed, epoch, k):
+        # a window's mask depends on its position in the full minibatch only: the same mask whether
+        # its customer's chunk takes the half step or the full one
+        return v_dropout(seeds, seed, epoch, k)[:, :, :Bv]
 
     def v_train(state, x, y, mask, drop):
         return jax.vmap(lambda st, b, d: train_step(model, unravel, tx, loss, st, b, d))(state, Batch(x, y, mask), drop)
@@ -249,8 +271,10 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
         "init": (v_init, (seed, seeds), ()),
         "dropout": (v_dropout, (seeds, seed, scalar, scalar), ()),
         "train": (v_train, (state, x, y, mask, drop), (0,)),
-        "evaluate": (v_eval, (state.params, x, y, mask), ()),
+        "evaluate": (v_eval, (state.params, x_v, y_v, mask_v), ()),
         "end_epoch": (v_end, (state, vec, vec, scalar), (0,)),
+        "train_half": (v_train, (state, x_v, y_v, mask_v, drop_v), (0,)),
+        "dropout_half": (v_dropout_half, (seeds, seed, scalar, scalar), ()),
     }
     seconds: dict[str, float] = {}
 
@@ -266,7 +290,7 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
         seconds[name] = time.perf_counter() - t0
         return name, compiled
 
-    lowered = [build(name) for name in ALL if name in only]
+    lowered = [build(name) for name in jobs if name in only]
     with ThreadPoolExecutor(max_workers=len(lowered) or 1) as pool:
-        out = dict.fromkeys(ALL) | dict(pool.map(compile_, lowered))
-    return Compiled(**out, seconds=seconds, shape=(C, B))
+        out = dict.fromkeys(jobs) | dict(pool.map(compile_, lowered))
+    return Compiled(**out, seconds=seconds, shape=(C, B), eval_batch=Bv)

@@ -12,7 +12,7 @@ from jaxlstm.config import load_config
 from jaxlstm.data.events import validate_events
 from jaxlstm.errors import InputError
 from jaxlstm.synth import make_customers
-from jaxlstm.fit import fit, prepare
+from jaxlstm.fit import _masks, fit, prepare
 
 
 def _params_by_key(prep, result):
@@ -27,11 +27,17 @@ def test_vmapped_training_equals_training_each_customer_alone(tiny):
     prep = prepare(events, cfg)
     assert len(prep.chunks) == 2  # 12 customers in chunks of 8: a padded chunk too
     together = _params_by_key(prep, fit(prep, cfg, progress=False))
+    B = cfg.train.batch_size
+    half_alone = []
     for key, params in together.items():
         alone_prep = prepare(events[events["customer_id"] == key], cfg)
+        half_alone.append(_masks(alone_prep.chunks[0].n_train, B, B // 2)[-1].shape[1] < B)
         alone = _params_by_key(alone_prep, fit(alone_prep, cfg, progress=False))[key]
         for a, b in zip(params, alone):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    # some customers take the half-width last step alone but the full one with longer customers
+    assert any(half_alone) and not all(half_alone)
+    assert all(_masks(c.n_train, B, B // 2)[-1].shape[1] == B for c in prep.chunks[:1])
     # and training did move the parameters away from the init (the comparison is not trivial)
     init = _params_by_key(prep, fit(prep, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=0)), progress=False))
     assert max(np.abs(a - b).max() for k in together for a, b in zip(together[k], init[k])) > 1e-3
