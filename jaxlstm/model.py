@@ -6,6 +6,8 @@ No customer axis here: `step.py` vmaps these functions over customers.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -98,24 +100,15 @@ def forward(model: Forecaster, params, x: jax.Array, dropout: jax.Array | None =
     """
     if not model.fused:
         return model.apply({"params": params}, x, dropout)
-    act = _ACT[model.lstm_activation]
-    H, h_seq = model.units, x
+    h_seq = x
     for i in range(model.lstm_layers):
         p = params[f"lstm_{i}"]
-        kernel = jnp.concatenate(
-            [jnp.concatenate([p[f"i{g}"]["kernel"] for g in _GATES], axis=1),  # [I, 4H]
-             jnp.concatenate([p[f"h{g}"]["kernel"] for g in _GATES], axis=1)],  # [H, 4H]
-            axis=0,
-        )
+        w_in = jnp.concatenate([p[f"i{g}"]["kernel"] for g in _GATES], axis=1)  # [I, 4H]
+        w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in _GATES], axis=1)  # [H, 4H]
         bias = jnp.concatenate([p[f"h{g}"]["bias"] for g in _GATES])
-        c = h = jnp.zeros(x.shape[:1] + (H,), x.dtype)
-        outs = []
-        for t in range(x.shape[1]):
-            z = _matmul(jnp.concatenate([h_seq[:, t], h], axis=-1), kernel) + bias
-            c = nn.sigmoid(z[:, H : 2 * H]) * c + nn.sigmoid(z[:, :H]) * act(z[:, 2 * H : 3 * H])
-            h = nn.sigmoid(z[:, 3 * H :]) * act(c)
-            outs.append(h)
-        h_seq = h if i == model.lstm_layers - 1 else jnp.stack(outs, axis=1)
+        h_seq = lstm_layer(model.lstm_activation, w_in, w_h, bias, h_seq)  # [B, L, H]
+        if i == model.lstm_layers - 1:
+            h_seq = h_seq[:, -1]  # the last LSTM layer returns its final output only: [B, H]
         if dropout is not None:
             h_seq = h_seq * (dropout[i][:, None, :] if h_seq.ndim == 3 else dropout[i])
     out = h_seq
@@ -123,6 +116,82 @@ def forward(model: Forecaster, params, x: jax.Array, dropout: jax.Array | None =
         d = params[f"dense_{j}"]
         out = _ACT[model.dense_activation](_matmul(out, d["kernel"]) + d["bias"])
     return _matmul(out, params["head"]["kernel"]) + params["head"]["bias"]
+
+
+# each activation's derivative from its output y = f(x): the backward pass needs no forward values
+_DACT = {"tanh": lambda y: 1.0 - y * y, "relu": lambda y: (y > 0).astype(y.dtype),
+         "sigmoid": lambda y: y * (1.0 - y), "linear": lambda y: jnp.ones_like(y)}
+
+
+def _lstm_scan(act: str, w_in, w_h, bias, xs):
+    """The layer over a window: xs [B, L, I] -> hs [B, L, H], and per step the activated gates
+    [B, 4H], the incoming cell and f(cell out) that the backward pass reuses."""
+    B, L, H = xs.shape[0], xs.shape[1], w_h.shape[0]
+    f = _ACT[act]
+    z_in = _matmul(xs, w_in) + bias  # every time step's input part in one matmul
+    h = c = jnp.zeros((B, H), xs.dtype)
+    hs, gates, cs, fcs = [], [], [], []
+    for t in range(L):
+        z = z_in[:, t] if t == 0 else z_in[:, t] + _matmul(h, w_h)  # h starts at zero
+        i, fg, g, o = nn.sigmoid(z[:, :H]), nn.sigmoid(z[:, H : 2 * H]), f(z[:, 2 * H : 3 * H]), nn.sigmoid(z[:, 3 * H :])
+        cs.append(c)
+        c = fg * c + i * g
+        fc = f(c)
+        h = o * fc
+        hs.append(h), gates.append((i, fg, g, o)), fcs.append(fc)
+    return jnp.stack(hs, 1), (gates, cs, fcs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def lstm_layer(act: str, w_in: jax.Array, w_h: jax.Array, bias: jax.Array, xs: jax.Array) -> jax.Array:
+    """An LSTM layer over windows xs [B, L, I] -> hs [B, L, H] (gates as Flax's OptimizedLSTMCell:
+    input, forget, cell, output; kernels w_in [I, 4H], w_h [H, 4H], one bias [4H]).
+
+    The backward pass is written out: each weight gradient is ONE matmul over all time steps
+    ([L * B, I + H]^T @ [L * B, 4H]) where autodiff makes one per step (at 8 units the step is bound
+    by the count of tiny per-customer matmuls, not their size), and the gate derivatives come from
+    the saved activations instead of recomputed sigmoids (benchmarks/NOTES.md). Tested equal to
+    Flax's cell, values and gradients."""
+    # without a gradient (evaluation, prediction) one matmul of [x_t, h] per step runs faster
+    f, H = _ACT[act], w_h.shape[0]
+    kernel = jnp.concatenate([w_in, w_h], 0)
+    h = c = jnp.zeros((xs.shape[0], H), xs.dtype)
+    hs = []
+    for t in range(xs.shape[1]):
+        z = _matmul(jnp.concatenate([xs[:, t], h], axis=-1), kernel) + bias
+        c = nn.sigmoid(z[:, H : 2 * H]) * c + nn.sigmoid(z[:, :H]) * f(z[:, 2 * H : 3 * H])
+        h = nn.sigmoid(z[:, 3 * H :]) * f(c)
+        hs.append(h)
+    return jnp.stack(hs, 1)
+
+
+def _lstm_fwd(act, w_in, w_h, bias, xs):
+    hs, saved = _lstm_scan(act, w_in, w_h, bias, xs)
+    return hs, (w_in, w_h, xs, hs, saved)
+
+
+def _lstm_bwd(act, res, d_hs):
+    w_in, w_h, xs, hs, (gates, cs, fcs) = res
+    df = _DACT[act]
+    L = xs.shape[1]
+    dh, dc = jnp.zeros_like(d_hs[:, 0]), jnp.zeros_like(cs[0])
+    dzs = [None] * L
+    for t in reversed(range(L)):
+        i, f, g, o = gates[t]
+        dh = d_hs[:, t] + dh
+        dc = dc + dh * o * df(fcs[t])
+        dzs[t] = jnp.concatenate([dc * g * i * (1 - i), dc * cs[t] * f * (1 - f), dc * i * df(g), dh * fcs[t] * o * (1 - o)], -1)
+        dc = dc * f  # to the incoming cell
+        if t > 0:
+            dh = _matmul(dzs[t], w_h.T)
+    dz = jnp.stack(dzs, 1)  # [B, L, 4H]
+    h_prev = jnp.concatenate([jnp.zeros_like(hs[:, :1]), hs[:, :-1]], 1)  # the h each step saw
+    d_w_in = jnp.einsum("bli,blg->ig", xs, dz)
+    d_w_h = jnp.einsum("blh,blg->hg", h_prev, dz)
+    return d_w_in, d_w_h, dz.sum((0, 1)), _matmul(dz, w_in.T)
+
+
+lstm_layer.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 def _matmul(a: jax.Array, w: jax.Array) -> jax.Array:
