@@ -31,6 +31,7 @@ def test_throughput_json_schema_and_arithmetic(tmp_path, capsys):
                 "peak_rss_mb", "loop_seconds_per_customer"):
         assert r[key] > 0, key
     assert r["customers_per_s"] == pytest.approx(r["customers_with_model"] / r["seconds_train"])
+    assert r["customers_per_s_steady"] == pytest.approx(r["customers_with_model"] / (r["epochs"] * r["seconds_steady_epoch"]))
     assert r["window_steps_per_s"] == pytest.approx(r["windows"] * r["epochs"] / r["seconds_train"])
     flops = train_flops(load_config(None, {"model.units": 4, "model.dense": "4"}))
     assert r["flops_per_window_step"] == flops

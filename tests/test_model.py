@@ -16,6 +16,8 @@ from jaxlstm.model import build_model, dropout_scales, forward, init_params
     {"model.lstm_activation": "relu", "model.lstm_layers": 3, "model.units": 5},
     {"data.bins": "5,10,20", "model.dense": "6,4", "data.look_back": 6},
     {"model.lstm_layers": 1, "model.dense": ""},
+    {"data.look_back": 1, "model.lstm_activation": "sigmoid"},
+    {"model.lstm_activation": "linear", "model.units": 3},
 ])
 def test_fused_forward_equals_flax_cell(over):
     config = load_config(None, over)
