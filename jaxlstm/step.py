@@ -198,6 +198,7 @@ def stacked_state_shape(config: Config, n: int, n_features: int = 1) -> Customer
 
 
 ALL = ("init", "dropout", "train", "evaluate", "end_epoch")
+LIGHT = ("init", "dropout", "end_epoch", "dropout_half")  # compiled at a lower optimisation level
 
 
 def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1,
@@ -286,7 +287,10 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
 
     def compile_(item):
         name, lowered, t0 = item
-        compiled = lowered.compile()  # XLA compiles outside the GIL: the functions compile in parallel
+        # XLA compiles outside the GIL: the functions compile in parallel. The small ones and init
+        # (once per chunk) run as fast at backend optimisation level 1 and compile ~30% faster
+        light = {"xla_backend_optimization_level": 1} if name in LIGHT else None
+        compiled = lowered.compile(compiler_options=light)
         seconds[name] = time.perf_counter() - t0
         return name, compiled
 
