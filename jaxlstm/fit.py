@@ -204,7 +204,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     n_model = len(keys)
     t0 = time.perf_counter()
     done = [bool(np.asarray(st.stopped).all()) for st in states]
-    masks = [_masks(c.n_train, B, compiled.train_half and Bv) for c in chunks]  # the same every epoch
+    masks = [_masks(c.n_train, B, Bv if compiled.train_half else None) for c in chunks]  # the same every epoch
     bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         tr_sum, tr_n, va_sum, va_n = [], [], [], []

@@ -93,7 +93,7 @@ def load_run(run_dir: str | Path) -> RunModel:
     if saved is not None:
         fallback_by = saved["fallback_by_history"]
     pooled = survival = own_survival = None
-    # which shared models this run wrote (older runs: whatever is there)
+    # which shared models this run wrote (a run stopped before answers.json: whatever is there)
     has = (saved or {}).get("models", {"pooled": True, "survival": True, "own_survival": True})
     if has["pooled"] and (run_dir / "pooled").exists():
         params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, pooled_features(config)).params)
