@@ -1,0 +1,107 @@
+"""The purchase-log generator (issue 13): real-log statistics hold, and the truth is a future visit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxlstm.synth import FAMILIES, make_iid_exponential, make_patterned, make_purchases
+
+SEEDS = (0, 1, 2)
+
+
+def _visit_days(log: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer and calendar day: its first row that day."""
+    day = log["timestamp"].dt.floor("D")
+    return log.assign(day=day).drop_duplicates(["customer_id", "day"])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_purchase_logs_look_like_real_ones(seed):
+    log, truth = make_purchases(3000, seed)
+    days = _visit_days(log)
+    n_days = days.groupby("customer_id").size().reindex(truth["customer_id"], fill_value=0)
+    assert (n_days >= 1).all() and set(log["customer_id"]) == set(truth["customer_id"])
+    assert 0.5 <= (n_days == 1).mean() <= 0.7  # most customers buy once
+    assert n_days.max() >= 12  # ... and a few many times
+    # same-day repeats: several rows on one day, some with identical timestamps
+    rows_per_day = log.assign(day=log["timestamp"].dt.floor("D")).groupby(["customer_id", "day"]).size()
+    assert 0.03 < (rows_per_day > 1).mean() < 0.3
+    assert log.duplicated(["customer_id", "timestamp"]).sum() > 0
+    assert (~log.duplicated(["customer_id", "timestamp"]) & (rows_per_day.reindex(
+        pd.MultiIndex.from_arrays([log["customer_id"], log["timestamp"].dt.floor("D")])).to_numpy() > 1)).sum() > 0
+    # gaps between visit days grow with the gap's index, and the latest gap is longer than a gap
+    gap = days.groupby("customer_id")["timestamp"].diff().dt.total_seconds() / 86400
+    days = days.assign(gap=gap).dropna(subset=["gap"])
+    index = days.groupby("customer_id").cumcount()
+    first, later = days["gap"][index == 0].median(), days["gap"][index.between(3, 5)].median()
+    assert first < later, (first, later)
+    assert days.groupby("customer_id")["gap"].last().median() > days["gap"].median()
+    assert 15 < days["gap"].median() < 45  # weeks, as on real logs
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_truth_is_each_customers_first_visit_after_the_log(seed):
+    days = 540.0
+    log, truth = make_purchases(3000, seed, days=days)
+    end = pd.Timestamp("2022-01-01") + pd.Timedelta(days=days)
+    assert log["timestamp"].max() < end
+    truth = truth.set_index("customer_id")
+    assert (truth["last_visit"] == log.groupby("customer_id")["timestamp"].max()).all()
+    assert (truth["first_visit"] == log.groupby("customer_id")["timestamp"].min()).all()
+    back = truth["next_visit"].notna()
+    assert 0.1 < back.mean() < 0.5  # many have dropped out or will not return within the horizon
+    assert (truth.loc[back, "next_visit"] >= end).all()
+    assert (truth.loc[back, "next_visit"] < end + pd.Timedelta(days=365)).all()
+    gap = (truth["next_visit"] - truth["last_visit"]) / pd.Timedelta(days=1)
+    np.testing.assert_array_equal(truth["next_gap_days"], gap)
+    assert (truth.loc[back, "next_gap_days"] > 0).all()
+    assert not (truth["dropped_out"] & back).any()  # a customer who dropped out never comes back
+    assert truth["dropped_out"].mean() > 0.3
+
+
+def test_date_only_logs_hold_dates():
+    log, truth = make_purchases(1000, 0, date_only=True)
+    assert (log["timestamp"] == log["timestamp"].dt.floor("D")).all()
+    back = truth["next_visit"].notna()
+    assert (truth.loc[back, "next_gap_days"] == truth.loc[back, "next_gap_days"].round()).all()
+    assert log.duplicated(["customer_id", "timestamp"]).mean() > 0.05  # a day's rows are identical
+
+
+def test_same_seed_same_log_other_seed_another():
+    a, b, c = make_purchases(500, 7), make_purchases(500, 7), make_purchases(500, 8)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+    assert not a[0]["timestamp"].equals(c[0]["timestamp"])
+    for name, family in FAMILIES.items():
+        (la, ta), (lb, tb) = family(200, 3), family(200, 3)
+        pd.testing.assert_frame_equal(la, lb)
+        pd.testing.assert_frame_equal(ta, tb)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_families_give_a_log_and_a_future_gap_per_customer(name):
+    log, truth = FAMILIES[name](300, 0)
+    assert list(log.columns[:2]) == ["customer_id", "timestamp"]
+    assert truth["customer_id"].tolist() == sorted(log["customer_id"].unique())
+    back = truth["next_gap_days"].notna()
+    last = log.groupby("customer_id")["timestamp"].max().reindex(truth["customer_id"]).to_numpy()
+    assert (truth.loc[back, "next_visit"].to_numpy() > last[back.to_numpy()]).all()
+
+
+def test_patterned_truth_continues_the_cycle():
+    """The next gap is the one the customer's cycle (2 or 3 gaps) gives: the gap 2 or 3 back."""
+    log, truth = make_patterned(300, 0, noise=0.0)
+    gaps = log.groupby("customer_id")["timestamp"].apply(lambda t: t.diff().dt.total_seconds().dropna().to_numpy() / 86400)
+    hits = [np.isclose(g[-2], t, atol=1e-6) or np.isclose(g[-3], t, atol=1e-6)
+            for g, t in zip(gaps, truth.set_index("customer_id").loc[gaps.index, "next_gap_days"])]
+    assert np.mean(hits) == 1.0
+    # median per customer is far from the truth (the cycle's spread), the pattern exact
+    med = np.array([np.median(g) for g in gaps])
+    assert np.mean(np.abs(med - truth["next_gap_days"].to_numpy())) > 2.0
+
+
+def test_iid_exponential_truth_matches_the_customers_mean():
+    log, truth = make_iid_exponential(2000, 0, visits=(40, 40), mean_gap=(10.0, 10.0))
+    gaps = log.groupby("customer_id")["timestamp"].diff().dt.total_seconds().dropna() / 86400
+    assert gaps.mean() == pytest.approx(10.0, rel=0.02) and truth["next_gap_days"].mean() == pytest.approx(10.0, rel=0.08)
+
