@@ -19,3 +19,24 @@ def run(main, argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+SOURCE_HELP = ("visit log, one row per visit: a .parquet or .csv file, or a database URL with --table or --query "
+               "(sqlite:///shop.db, duckdb:///shop.duckdb, postgresql://user@host/db, mysql+pymysql://user@host/db)")
+
+
+def add_source_args(p) -> None:
+    """--table / --query beside --customers: what to read from a database URL."""
+    p.add_argument("--table", help="with a database URL in --customers: the table of visits (schema.table also)")
+    p.add_argument("--query", help="with a database URL in --customers: an SQL query whose rows are the visits")
+
+
+def read_customers(args, id_col: str, time_col: str, extra_cols: tuple[str, ...] = ()):
+    """(raw visit table, name for messages) of --customers with --table / --query; the name masks a password.
+    A database table is read for these columns only."""
+    from jaxlstm.data.sources import read_source, source_name
+
+    if (args.table is not None or args.query is not None) and not args.customers:
+        raise InputError("--table and --query need a database URL in --customers")
+    frame = read_source(args.customers, args.table, args.query, columns=(id_col, time_col, *extra_cols))
+    return frame, source_name(args.customers, args.table, args.query)

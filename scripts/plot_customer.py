@@ -15,7 +15,8 @@ import _cli
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by train_all.py (--out)")
-    p.add_argument("--customers", required=True, help="the visit log the run was trained on (or a newer one)")
+    p.add_argument("--customers", required=True, help="the visit log the run was trained on (or a newer one): " + _cli.SOURCE_HELP)
+    _cli.add_source_args(p)
     p.add_argument("--customer", required=True, help="the customer id (as text)")
     p.add_argument("--out", help="PNG file (default: RUN/plots/customer_ID.png)")
     p.add_argument("--id-col", help="customer id column (default: the run's)")
@@ -32,7 +33,7 @@ def main(argv=None) -> None:
     import numpy as np
     import pandas as pd
 
-    from jaxlstm.data.events import check_events, read_table
+    from jaxlstm.data.events import check_events
     from jaxlstm.errors import InputError
     from jaxlstm.predict import load_run, predict_checked
 
@@ -40,11 +41,13 @@ def main(argv=None) -> None:
         raise InputError(f"--run {args.run}: no such run folder")
     run = load_run(args.run)
     d = run.config.data
-    checked = check_events(read_table(args.customers), args.id_col or d.id_col, args.time_col or d.time_col, args.customers,
+    id_col, time_col = args.id_col or d.id_col, args.time_col or d.time_col
+    raw, source = _cli.read_customers(args, id_col, time_col, d.extra_cols)
+    checked = check_events(raw, id_col, time_col, source,
                            as_of=args.as_of, extra_cols=d.extra_cols)
     events = checked.events[checked.events["customer_id"].astype(str) == args.customer].sort_values("timestamp")
     if events.empty:
-        raise InputError(f"{args.customers}: no customer '{args.customer}' in column '{args.id_col or d.id_col}'")
+        raise InputError(f"{source}: no customer '{args.customer}' in column '{id_col}'")
     pred = predict_checked(run, checked, args.as_of)
     row = pred[pred["customer_id"].astype(str) == args.customer].iloc[0]
     holdout_path = Path(args.run) / "holdout.parquet"

@@ -1,6 +1,7 @@
 """Predict every customer's next visit with the models of a saved run.
 
     python scripts/predict.py --run runs/NAME --customers visits.parquet --out predictions.parquet
+    python scripts/predict.py --run runs/NAME --customers sqlite:///shop.db --table visits --out predictions.parquet
 
 Customers the run has no model for get a labelled fallback (their own median interval, else the
 population median); the `model` and `status` columns say so.
@@ -17,7 +18,8 @@ import _cli
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by train_all.py (--out)")
-    p.add_argument("--customers", required=True, help="visit log (.parquet or .csv), possibly newer than the run's")
+    p.add_argument("--customers", required=True, help=_cli.SOURCE_HELP + "; possibly newer than the run's")
+    _cli.add_source_args(p)
     p.add_argument("--out", required=True, help="predictions file (.parquet or .csv)")
     p.add_argument("--id-col", help="customer id column (default: the run's)")
     p.add_argument("--time-col", help="timestamp column (default: the run's)")
@@ -30,7 +32,7 @@ def main(argv=None) -> None:
 
     from pathlib import Path
 
-    from jaxlstm.data.events import check_events, read_table
+    from jaxlstm.data.events import check_events
     from jaxlstm.errors import InputError
     from jaxlstm.predict import load_run, predict_checked
 
@@ -39,9 +41,10 @@ def main(argv=None) -> None:
     if not Path(args.run).is_dir():
         raise InputError(f"--run {args.run}: no such run folder")
     run = load_run(args.run)
-    raw = read_table(args.customers)
     d = run.config.data
-    checked = check_events(raw, args.id_col or d.id_col, args.time_col or d.time_col, args.customers,
+    id_col, time_col = args.id_col or d.id_col, args.time_col or d.time_col
+    raw, source = _cli.read_customers(args, id_col, time_col, d.extra_cols)
+    checked = check_events(raw, id_col, time_col, source,
                            on_bad_rows=args.on_bad_rows, as_of=args.as_of, extra_cols=d.extra_cols)
     predictions = predict_checked(run, checked, args.as_of)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Train one next-visit LSTM per customer, all at once, and write per-customer predictions.
 
     python scripts/train_all.py --customers visits.parquet [--config configs/default.toml] [--out runs/NAME]
+    python scripts/train_all.py --customers sqlite:///shop.db --table visits      # or --query "select ..."
     python scripts/train_all.py                # no file: trains on a generated sample of 2,000 customers
 """
 
@@ -15,7 +16,8 @@ import _cli
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--customers", help="visit log (.parquet or .csv), one row per visit; omit for a generated sample")
+    p.add_argument("--customers", help=_cli.SOURCE_HELP + "; omit for a generated sample")
+    _cli.add_source_args(p)
     p.add_argument("--config", help="TOML config (default: built-in defaults = configs/default.toml)")
     p.add_argument("--out", help="run folder (default: runs/<date-time>)")
     p.add_argument("--id-col", help="customer id column (default: config data.id_col = customer_id)")
@@ -46,7 +48,6 @@ def main(argv=None) -> None:
     args = parse(argv)
     from jaxlstm import load_config, train_all
     from jaxlstm.synth import make_log
-    from jaxlstm.data.events import read_table
     from jaxlstm.errors import InputError
     from jaxlstm.evaluate import BASELINES
 
@@ -66,8 +67,9 @@ def main(argv=None) -> None:
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     if args.sample_customers < 1:
         raise InputError(f"--sample-customers must be >= 1, got {args.sample_customers}")
-    if args.customers:
-        events, source = read_table(args.customers), args.customers
+    if args.customers or args.table is not None or args.query is not None:
+        d = config.data
+        events, source = _cli.read_customers(args, d.id_col, d.time_col, d.extra_cols)
     else:
         events = make_log(args.sample_customers, seed=config.train.seed)
         events = events.rename(columns={"customer_id": config.data.id_col, "timestamp": config.data.time_col})
