@@ -25,7 +25,7 @@ from jaxlstm.config import Config
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import histories
 from jaxlstm.evaluate import customer_baselines
-from jaxlstm.survival import fit_own, fit_survival, probability_columns
+from jaxlstm.survival import default_as_of, fit_own, fit_survival, probability_columns
 
 
 def truth_after(events: pd.DataFrame, keys: np.ndarray, cut: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +67,15 @@ def brier(p: np.ndarray, hit: np.ndarray) -> float:
 def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress: bool = True) -> dict:
     """Train on the log before as_of - horizon and score the as-of answers on what followed (see module doc)."""
     d = config.data
+    # what followed is known up to the log's end, not up to an as-of date beyond it
+    as_of = min(as_of, default_as_of(events[TIME].to_numpy()))
     cut = as_of - pd.Timedelta(days=d.horizon_days)
     before = events[events[TIME] < cut]
     if before.empty or before[ID].nunique() < 2:
-        return {"skipped": f"no visits before {cut} (as-of {as_of} minus data.horizon_days {d.horizon_days:g})"}
+        return {"skipped": f"no visits before {cut:%Y-%m-%d} (the log's end {as_of:%Y-%m-%d} minus data.horizon_days "
+                           f"{d.horizon_days:g}): the log is too short to backtest"}
+    if not (events[TIME] >= cut).any():
+        return {"skipped": f"no visits in the backtest window {cut:%Y-%m-%d} to {as_of:%Y-%m-%d}: nothing to score on"}
     hist = histories(before, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     model, history = fit_survival(hist, cut, config, progress, desc="backtest")
     own = None
@@ -105,4 +110,43 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
         out["calibration"][name] = [
             {"predicted": float(p[b == i].mean()), "observed": float(hit[b == i].mean()), "n": int((b == i).sum())}
             for i in range(10) if (b == i).any()]
+    return out
+
+
+def score_later(predictions: pd.DataFrame, baselines: dict[str, np.ndarray], later: pd.DataFrame, as_of: pd.Timestamp,
+                config: Config) -> dict:
+    """The free backtest: a log with visits on or after the as-of date (left out of training) scores
+    the run's answers on them. predictions: the run's table, its first N rows the customers of
+    `baselines` ([N] days each) in the same order.
+
+    point: customers who came back by the log's end, their actual gap from the last visit against
+      `predicted_interval_days` and each baseline (only gaps shorter than the watch window can be
+      seen, so the short gaps weigh more than in the long run);
+    as_of: concordance of `expected_wait_days` and of days since the last visit with the days to
+      each customer's first later visit (censored at the log's end), Brier of each p_within_{k}d
+      whose k fits the window."""
+    if later.empty:
+        return {"skipped": "no visits on or after the as-of date"}
+    N = len(next(iter(baselines.values())))
+    frame = predictions.iloc[:N]
+    end = later[TIME].max()
+    days, observed = truth_after(later, frame["customer_id"].astype(str).to_numpy(), as_of, end + pd.Timedelta(seconds=1))
+    window = float((end - as_of) / pd.Timedelta(days=1))
+    last = frame["last_visit"].to_numpy("datetime64[ns]")
+    gap = (np.datetime64(as_of.as_unit("ns")) - last) / np.timedelta64(1, "D") + days
+    back = observed & np.isfinite(frame["predicted_interval_days"].to_numpy(float))
+    point = {name: float(np.mean(np.abs(v[back] - gap[back]))) if back.any() else None
+             for name, v in {"answer": frame["predicted_interval_days"].to_numpy(float), **baselines}.items()}
+    out = {"window_days": window, "customers": int(N), "came_back": int(observed.sum()),
+           "point_mae_days": point, "as_of": {}}
+    if "expected_wait_days" in frame and frame["expected_wait_days"].notna().any() and observed.any():
+        since = frame["days_since_last_visit"].to_numpy(float)
+        out["as_of"]["concordance"] = {"model": concordance(frame["expected_wait_days"].to_numpy(float), days, observed),
+                                       "days_since_last_visit": concordance(since, days, observed)}
+        out["as_of"]["brier"] = {}
+        for name, k in probability_columns(config):
+            if k <= window:
+                hit = (observed & (days <= k)).astype(float)
+                out["as_of"]["brier"][name] = {"model": brier(frame[name].to_numpy(float), hit),
+                                               "base_rate": brier(np.full(N, hit.mean()), hit), "rate": float(hit.mean())}
     return out

@@ -33,6 +33,11 @@ class DataConfig:
     # the mean and std of their log1p(days), log1p(days since the first visit) / 4
     summary_features: bool = False
     horizon_days: float = 90.0  # p_back_within_horizon: the churn signal; also the backtest's window
+    time_format: str = ""  # strftime format of the time column; "" = one reading inferred for the whole column
+    timezone: str = "UTC"  # zoned timestamps are converted to this clock before days are counted
+    # rows of one customer at the identical timestamp (in a date-only log: the same day) are one visit,
+    # extra columns summed; false: every row is a visit (the classic recipe: same-day repeats give 0-day gaps)
+    merge_same_timestamp: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pandas as pd
 from jaxlstm import checkpoint
 from jaxlstm.config import Config, from_dict, load_config
 from jaxlstm.data.batching import model_inputs
-from jaxlstm.data.events import Checked, check_events, parse_as_of
+from jaxlstm.data.events import Checked, check_events, options, parse_as_of
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
@@ -215,23 +215,30 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     return frame
 
 
-def add_orphans(frame: pd.DataFrame, orphans: np.ndarray) -> pd.DataFrame:
-    """Append a row without a prediction for each customer all of whose rows were rejected."""
+def add_orphans(frame: pd.DataFrame, orphans: np.ndarray, status: str = REJECTED) -> pd.DataFrame:
+    """Append a row without a prediction for each of `orphans` (default: customers all of whose rows
+    were rejected)."""
     if len(orphans) == 0:
         return frame
-    extra = pd.DataFrame({"customer_id": orphans, "n_visits": 0, "model": NONE, "status": REJECTED})
+    extra = pd.DataFrame({"customer_id": orphans, "n_visits": 0, "model": NONE, "status": status})
     out = pd.concat([frame, extra.astype({"n_visits": frame["n_visits"].dtype})], ignore_index=True)
     return out[frame.columns]
+
+
+def add_unanswered(frame: pd.DataFrame, checked: Checked) -> pd.DataFrame:
+    """Every customer of a checked log in the table: those all of whose rows were rejected, and
+    those whose every visit is on or after the as-of date (no visit to answer from: too few visits)."""
+    return add_orphans(add_orphans(frame, checked.orphans), checked.after_as_of, TOO_FEW)
 
 
 def predict_checked(run: RunModel, checked: Checked, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
     """Predict every customer of a checked visit log (see `events.check_events`), including those
     all of whose rows were rejected (status "all_rows_rejected"), as of `as_of` (default: the day
     after the latest visit)."""
-    as_of = parse_as_of(as_of)
     d = run.config.data
+    as_of = parse_as_of(as_of, d.timezone)
     hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
-    return add_orphans(predict_frame(run, hist, make_windows(hist, d.look_back), as_of=as_of), checked.orphans)
+    return add_unanswered(predict_frame(run, hist, make_windows(hist, d.look_back), as_of=as_of), checked)
 
 
 def predict(
@@ -245,5 +252,5 @@ def predict(
     """
     run = load_run(run_dir)
     d = run.config.data
-    checked = check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of, extra_cols=d.extra_cols)
+    checked = check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of, **options(d))
     return predict_checked(run, checked, as_of)

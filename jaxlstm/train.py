@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 
 from jaxlstm import checkpoint
-from jaxlstm.asof import backtest
+from jaxlstm.asof import backtest, score_later
 from jaxlstm.config import Config
-from jaxlstm.data.events import check_events, parse_as_of
+from jaxlstm.data.events import Checked, check_events, options, parse_as_of
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import evaluate_run, holdout
+from jaxlstm.evaluate import customer_baselines, evaluate_run, holdout
 from jaxlstm.fit import Fit, Prepared, _say, fit, for_finetuning, prepare
 from jaxlstm.pooled import fit_pooled
-from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_orphans, predict_frame
+from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_unanswered, predict_frame
 from jaxlstm.report import write_report
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own, fit_survival
@@ -90,16 +90,20 @@ def train_all(
         enable_compilation_cache()
     t_start = time.perf_counter()
     checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of,
-                           extra_cols=config.data.extra_cols)
+                           **options(config.data))
     prep = prepare(checked.events, config)
+    explicit = as_of is not None
+    as_of = parse_as_of(as_of, config.data.timezone) if explicit else default_as_of(prep.hist.last_visit)
+    warnings = input_warnings(checked, as_of, config.data.horizon_days, source, explicit)
     mode = config.model.mode
     if mode == "pooled":  # the shared model answers everyone: no per-customer models to train
         prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
     if progress:
-        skipped = f", {len(checked.rejected):,} bad rows set aside" if len(checked.rejected) else ""
-        _say(f"{source}: {len(checked.events):,} visits of {prep.hist.n_customers:,} customers{skipped}; "
+        _say(f"{source}: {len(checked.events):,} visits of {prep.hist.n_customers:,} customers{input_summary(checked, as_of)}; "
              f"{len(prep.model_rows):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
+    for message in warnings:
+        _say(f"warning: {message}")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         if resume and not (out / "config.toml").exists():
@@ -129,7 +133,6 @@ def train_all(
     pooled_days = pooled.answer(prep.hist, hold.owner, hold.pos)[0] if pooled is not None else None
     chosen, fallback_by, evaluation, holdout_frame = evaluate_run(
         prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days, mode)
-    as_of = parse_as_of(as_of) if as_of is not None else default_as_of(prep.hist.last_visit)
     survival, survival_history, asof_scores = None, [], None
     if config.train.survival_epochs > 0:
         asof_scores = backtest(checked.events, as_of, config, progress) if out is not None else None  # for the report
@@ -152,7 +155,7 @@ def train_all(
     else:
         run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool),
                        fallback_by, pooled, survival, own_survival)
-    predictions = add_orphans(predict_frame(run, prep.hist, prep.windows, result.compiled, as_of), checked.orphans)
+    predictions = add_unanswered(predict_frame(run, prep.hist, prep.windows, result.compiled, as_of), checked)
     if out is None:
         return predictions
 
@@ -188,12 +191,53 @@ def train_all(
     metrics["pooled_history"] = pooled_history
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
-    metrics["rows"] = {"read": len(events), "used": len(checked.events), "rejected": len(checked.rejected),
-                       "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),
-                       "customers_all_rows_rejected": len(checked.orphans)}
+    metrics["rows"] = row_counts(checked, len(events))
+    if len(checked.later):  # the log goes on past the as-of date: score the answers on what followed
+        metrics["after_as_of"] = score_later(predictions, customer_baselines(prep.hist), checked.later, as_of, config)
+    metrics["warnings"] = warnings
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     write_report(out, metrics, holdout_frame)
     return predictions
+
+
+def input_summary(checked: Checked, as_of: pd.Timestamp) -> str:
+    """What reading the log left out or folded together, for the first log line ('' when nothing)."""
+    parts = []
+    if checked.merged:
+        parts.append(f"{checked.merged:,} rows merged into a visit at the same timestamp")
+    if len(checked.later):
+        parts.append(f"{len(checked.later):,} visits on or after the as-of date {as_of:%Y-%m-%d %H:%M} left out of training")
+    if len(checked.rejected):
+        parts.append(f"{len(checked.rejected):,} bad rows set aside")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def input_warnings(checked: Checked, as_of: pd.Timestamp, horizon_days: float, source: str, explicit: bool) -> list[str]:
+    """Warnings about dates that would make every as-of answer misleading without an error: a
+    latest visit far beyond the bulk of the log (one mistyped year moves the default as-of date for
+    everyone), or an as-of date after today."""
+    out = []
+    times = checked.events["timestamp"]
+    bulk = times.quantile(0.999)
+    far = (times > bulk + pd.Timedelta(days=horizon_days)).to_numpy()
+    if far.any():
+        where = np.argsort(times.to_numpy()[far])[::-1][:5]
+        shown = ", ".join(str(r) for r in checked.rows[far][where])
+        out.append(f"{source}: {int(far.sum()):,} visits lie more than {horizon_days:g} days after 99.9% of the log "
+                   f"(latest {times.max():%Y-%m-%d}, at rows/lines {shown}); "
+                   + ("the as-of date follows them" if not explicit else "check them") + ": a typo in a year?")
+    if as_of > pd.Timestamp.now() + pd.Timedelta(days=1):
+        out.append(f"the as-of date {as_of:%Y-%m-%d} is after today: answers count time that has not passed yet")
+    return out
+
+
+def row_counts(checked: Checked, n_read: int) -> dict[str, Any]:
+    """metrics.json's rows: every input row is used, merged, after the as-of date or rejected."""
+    return {"read": n_read, "used": len(checked.events), "merged_same_timestamp": checked.merged,
+            "after_as_of": len(checked.later), "rejected": len(checked.rejected),
+            "rejected_by_reason": checked.rejected["reason"].value_counts().to_dict(),
+            "customers_all_rows_rejected": len(checked.orphans), "customers_only_after_as_of": len(checked.after_as_of),
+            "time_format": checked.time_format}
 
 
 def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.DataFrame, per_customer: pd.DataFrame,

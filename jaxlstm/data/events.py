@@ -1,25 +1,30 @@
 """Read and validate the visit log: one row per visit, a customer id and a timestamp.
 
-Bad rows (no id, no or unreadable timestamp, a time zone unlike the others, after the as-of date)
-are an error by default; with on_bad_rows="skip" they are set aside with a reason each."""
+Each column is read one way: ids in one canonical type, timestamps in one format decided for the
+whole column (never guessed row by row), zoned times on one clock (data.timezone). Rows of one
+customer at the same timestamp are one visit. Bad rows (no id, no or unreadable timestamp, a time
+zone unlike the others) are an error by default; with on_bad_rows="skip" they are set aside with a
+reason each. Visits at or after the as-of date are not bad: they are set apart, unused for training."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from jaxlstm.errors import InputError
 
 ID, TIME = "customer_id", "timestamp"  # canonical column names after loading
 ON_BAD_ROWS = ("error", "skip")
 # reasons, in the order strict mode reports them
-NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE, NOT_NUMBER = (
+NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, NOT_NUMBER = (
     "missing customer id", "missing timestamp", "unreadable timestamp", "timestamp outside 1677-2262",
-    "no time zone (other rows have one)", "time zone (other rows have none)", "after the as-of date",
-    "missing or not a number",
+    "no time zone (other rows have one)", "time zone (other rows have none)", "missing or not a number",
 )
 
 
@@ -49,8 +54,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise InputError(f"{path}: unknown file type (expected .parquet, .pq or .csv)")
 
 
-def parse_as_of(value: str | pd.Timestamp | None) -> pd.Timestamp | None:
-    """An as-of date/time as a tz-naive UTC timestamp (a bare date means midnight at its start)."""
+def parse_as_of(value: str | pd.Timestamp | None, timezone: str = "UTC") -> pd.Timestamp | None:
+    """An as-of date/time as a tz-naive timestamp on the clock the visits are counted in: a zoned value
+    is converted to `timezone` (data.timezone), a bare one is taken as that clock's wall time (a bare
+    date means midnight at its start)."""
     if value is None:
         return None
     try:
@@ -59,7 +66,16 @@ def parse_as_of(value: str | pd.Timestamp | None) -> pd.Timestamp | None:
         raise InputError(f"--as-of {value!r}: not a date (expected e.g. 2024-06-30 or 2024-06-30T12:00:00Z)") from None
     if ts is pd.NaT:
         raise InputError(f"--as-of {value!r}: not a date")
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+    return ts.tz_convert(_zone(timezone)).tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def _zone(timezone: str):
+    """The tz name of data.timezone, or InputError naming it."""
+    try:
+        pd.Timestamp("2000-01-01", tz=timezone)
+    except Exception:  # pytz / zoneinfo raise several kinds for an unknown zone
+        raise InputError(f"data.timezone {timezone!r}: unknown time zone (e.g. UTC, Europe/Berlin, America/New_York)") from None
+    return timezone
 
 
 def _is_csv(source: str) -> bool:
@@ -80,19 +96,37 @@ def _rows(index: np.ndarray, source: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Checked:
-    """A validated visit log and the rows set aside.
+    """A validated visit log, the rows set aside, and what was left out on purpose.
 
-    events: `customer_id` (original values) and `timestamp` (tz-naive datetime64[ns]; zoned input
-      converted to UTC), good rows in input order.
+    events: `customer_id` (one canonical type, see `canonical_ids`) and `timestamp` (tz-naive
+      datetime64[ns] on the data.timezone clock), one row per visit, strictly before the as-of date.
     rejected: `row` (CSV line number, else 0-based row), `customer_id` and `timestamp` as given
       (text), `reason`; empty unless on_bad_rows="skip".
-    orphans: ids (original values) of customers all of whose rows were rejected; they still get
-      a row in the predictions, so no customer disappears.
+    orphans: ids of customers all of whose rows were rejected; they still get a row in the
+      predictions, so no customer disappears.
+    later: visits at or after the as-of date (same columns as events): not training data, the
+      future the as-of answers are about; a run scores its answers on them when there are any.
+    after_as_of: ids of customers whose every visit is in `later` (they get a row too).
+    merged: rows folded into another row of the same customer and timestamp (one visit).
+    time_format: how the time column was read: "datetime" (a typed column), "ISO8601" or a strftime
+      format with its day/month order decided once for the whole column.
+    rows: [len(events)] the input row label (CSV line, else 0-based row) of each visit's first row.
     """
 
     events: pd.DataFrame
     rejected: pd.DataFrame
     orphans: np.ndarray
+    later: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame({ID: [], TIME: []}))
+    after_as_of: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=object))
+    merged: int = 0
+    time_format: str = "datetime"
+    rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def options(data) -> dict:
+    """check_events' reading options from a DataConfig: train and predict read a log the same way."""
+    return {"extra_cols": tuple(data.extra_cols), "time_format": data.time_format, "timezone": data.timezone,
+            "merge_same_timestamp": data.merge_same_timestamp}
 
 
 def check_events(
@@ -104,48 +138,63 @@ def check_events(
     on_bad_rows: str = "error",
     as_of: str | pd.Timestamp | None = None,
     extra_cols: tuple[str, ...] = (),
+    time_format: str = "",
+    timezone: str = "UTC",
+    merge_same_timestamp: bool = True,
 ) -> Checked:
-    """Validate a raw visit table. Whole-table problems (no rows, a missing column, a numeric time
-    column) always raise InputError; bad rows raise too unless on_bad_rows="skip". Every message
-    names `source`, the column, the first bad rows and how many there are."""
+    """Validate a raw visit table. Whole-table and whole-column problems (no rows, a missing column,
+    a time column of numbers, dates whose day/month order cannot be decided, an extra column of text,
+    ids that collide) always raise InputError; bad rows raise too unless on_bad_rows="skip". Every
+    message names `source`, the column, the first bad rows and how many there are.
+
+    time_format: a strftime format for the time column ("" infers one reading for the whole column);
+    timezone: the clock days are counted on: zoned timestamps are converted to it;
+    merge_same_timestamp: rows of one customer at the identical timestamp (in a date-only log: the
+      same day) are one visit, their extra columns summed;
+    as_of: visits at or after it are set apart in `later`, not rejected."""
     if on_bad_rows not in ON_BAD_ROWS:
         raise InputError(f"--on-bad-rows {on_bad_rows!r}: expected one of {', '.join(ON_BAD_ROWS)}")
-    as_of = parse_as_of(as_of)
+    tz = _zone(timezone)
+    as_of = parse_as_of(as_of, tz)
     if len(df.columns) == 0 or len(df) == 0:
         raise InputError(f"{source}: no rows")
     for col, flag in ((id_col, "--id-col"), (time_col, "--time-col"), *((c, "data.extra_cols") for c in extra_cols)):
         if col not in df.columns:
             cols = ", ".join(map(str, df.columns[:10]))
             raise InputError(f"{source}: missing column '{col}' (columns: {cols}; choose another with {flag})")
-    ids = df[id_col].reset_index(drop=True)
+    raw_ids = df[id_col].reset_index(drop=True)
     raw = df[time_col].reset_index(drop=True)
     reason = np.full(len(df), None, dtype=object)
-    reason[ids.isna().to_numpy()] = NO_ID
-    times = _parse_times(raw, time_col, source, reason)
-    if as_of is not None:
-        reason[(reason == None) & (times > as_of).to_numpy()] = FUTURE  # noqa: E711 (elementwise)
+    ids, no_id = canonical_ids(raw_ids, id_col, source)
+    reason[no_id] = NO_ID
+    times, fmt = _parse_times(raw, time_col, source, reason, time_format, tz)
     extras, bad_col = {}, np.full(len(df), None, dtype=object)
     for col in extra_cols:
         if col in (ID, TIME):
             raise InputError(f"{source}: extra column '{col}' clashes with a canonical column name; rename it")
         raw_extra = df[col].reset_index(drop=True)
         extras[col] = pd.to_numeric(raw_extra, errors="coerce").astype(np.float64)
+        given = raw_extra.notna().to_numpy()
+        if given.any() and not np.isfinite(extras[col].to_numpy()[given]).any():
+            examples = ", ".join(repr(str(v)) for v in raw_extra[given].drop_duplicates().head(2))
+            raise InputError(f"{source}: column '{col}' holds {raw_extra.dtype} values, not numbers (e.g. {examples}); "
+                             "extra columns must be numeric")
         odd = (~np.isfinite(extras[col].to_numpy())) & (reason == None)  # noqa: E711
         reason[odd], bad_col[odd] = NOT_NUMBER, col
 
     bad = reason != None  # noqa: E711
     if bad.any() and on_bad_rows == "error":
-        for why in (NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, FUTURE, NOT_NUMBER):
+        for why in (NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, NOT_NUMBER):
             at = np.flatnonzero(reason == why)
             if len(at):
                 col = id_col if why == NO_ID else bad_col[at[0]] if why == NOT_NUMBER else time_col
                 at = at[bad_col[at] == col] if why == NOT_NUMBER else at
                 shown = df[col].reset_index(drop=True) if why == NOT_NUMBER else raw
                 example = f", e.g. {str(shown.iloc[at[0]])!r}" if why not in (NO_ID, NO_TIME) else ""
-                after = f" {as_of}" if why == FUTURE else ""
+                reading = f"; the column reads as {fmt}" if why == UNREADABLE else ""
                 raise InputError(
-                    f"{source}: column '{col}': {why}{after} at {_rows(at, source)}{example}"
-                    " (use --on-bad-rows skip to set bad rows aside)"
+                    f"{source}: column '{col}': {why} at {_rows(at, source)}{example}"
+                    f" (use --on-bad-rows skip to set bad rows aside{reading})"
                 )
     keep = ~bad
     if not keep.any():
@@ -154,47 +203,128 @@ def check_events(
     at = np.flatnonzero(bad)
     rejected = pd.DataFrame({
         "row": row_labels(at, source),
-        ID: ids.iloc[at].astype(str).where(ids.iloc[at].notna(), None).to_numpy(dtype=object),
+        ID: raw_ids.iloc[at].astype(str).where(raw_ids.iloc[at].notna(), None).to_numpy(dtype=object),
         TIME: raw.iloc[at].astype(str).where(raw.iloc[at].notna(), None).to_numpy(dtype=object),
         "reason": np.where(bad_col[at] != None, [f"{r} in '{c}'" for r, c in zip(reason[at], bad_col[at])],  # noqa: E711
                            reason[at]).astype(str) if len(at) else reason[at].astype(str),
     })
-    events = pd.DataFrame({ID: _whole(ids[keep]).reset_index(drop=True), TIME: times[keep].reset_index(drop=True),
+    events = pd.DataFrame({ID: ids[keep].reset_index(drop=True), TIME: times[keep].reset_index(drop=True),
                            **{col: v[keep].reset_index(drop=True) for col, v in extras.items()}})
+    rows = row_labels(np.flatnonzero(keep), source)
+    later = events.iloc[:0]
+    if as_of is not None:  # strictly before the as-of date counts: a bare date is the start of that day
+        late = (events[TIME] >= as_of).to_numpy()
+        if late.any():
+            later, events, rows = events[late].reset_index(drop=True), events[~late].reset_index(drop=True), rows[~late]
+    if events.empty:
+        raise InputError(f"{source}: no visit before the as-of date {as_of} (the first is {later[TIME].min()})")
+    merged = 0
+    if merge_same_timestamp:
+        events, rows, merged = _merge_same_timestamp(events, rows, tuple(extra_cols))
+    seen = events[ID].drop_duplicates()
     orphans = np.zeros(0, dtype=object)
     if bad.any():  # (isin over millions of text ids is slow: only when rows were dropped, and on uniques)
-        lost = _whole(ids[bad & ids.notna().to_numpy()].drop_duplicates())
-        orphans = lost[~lost.isin(events[ID].drop_duplicates())].to_numpy()
-    return Checked(events, rejected, orphans)
+        lost = ids[bad & ~no_id].drop_duplicates()
+        orphans = lost[~lost.isin(seen) & ~lost.isin(later[ID])].to_numpy()
+    after = later[ID].drop_duplicates()
+    after = after[~after.isin(seen)].to_numpy() if len(after) else np.zeros(0, dtype=object)
+    return Checked(events, rejected, orphans, later, after, merged, fmt, rows)
 
 
-def _whole(ids: pd.Series) -> pd.Series:
-    """Float ids that are all whole numbers back to int64: an integer id column with a null in it
-    reads as float, and customer 17 must stay "17", not "17.0"."""
-    if pd.api.types.is_float_dtype(ids) and bool(((ids % 1 == 0) & (ids.abs() < 2**53)).all()):
-        return ids.astype(np.int64)
-    return ids
+def _merge_same_timestamp(events: pd.DataFrame, rows: np.ndarray, extra_cols: tuple[str, ...]):
+    """(events with one row per customer and timestamp, the first row label of each, rows merged).
+    Extra columns are summed: two baskets at one checkout are one visit with their total."""
+    dup = events.duplicated([ID, TIME]).to_numpy()
+    n = int(dup.sum())
+    if not n:
+        return events, rows, 0
+    kept = events[~dup].reset_index(drop=True)
+    if extra_cols:  # groups in order of first appearance: the order of the kept rows
+        sums = events.groupby([ID, TIME], sort=False)[list(extra_cols)].sum()
+        kept[list(extra_cols)] = sums.to_numpy()
+    return kept, rows[~dup], n
+
+
+_INTEGER = r"[+-]?\d{1,18}"
+
+
+def canonical_ids(raw: pd.Series, col: str = ID, source: str = "<DataFrame>") -> tuple[pd.Series, np.ndarray]:
+    """(ids in one canonical type, missing [N] bool). Missing rows hold a placeholder.
+
+    Integer columns stay int64, float columns of whole numbers become int64 (an int column with a
+    null reads as float: customer 17 stays 17, not 17.0). A column with any text in it is text, every
+    value stripped of surrounding whitespace (4744 and "4744 " are one customer). A CSV has no types:
+    its ids are int64 when every one is an integer, else text. Two different texts that name the same
+    number ("001" and "1") are an error: they could be one customer or two."""
+    if isinstance(raw.dtype, pd.CategoricalDtype):
+        raw = raw.astype(object)
+    missing = raw.isna().to_numpy().copy()
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(str), missing
+    if pd.api.types.is_integer_dtype(raw):
+        return raw.fillna(0).astype(np.int64), missing
+    if pd.api.types.is_float_dtype(raw):
+        values = raw.fillna(0.0)
+        if bool(((values % 1 == 0) & (values.abs() < 2**53)).all()):
+            return values.astype(np.int64), missing
+        return values.astype(np.float64), missing
+    present = raw[~missing]
+    is_text = present.map(lambda v: isinstance(v, str)).to_numpy(bool)
+    if not is_text.any():  # python numbers in an object column
+        numbers = pd.to_numeric(raw, errors="coerce")
+        if numbers[~missing].notna().all():
+            return canonical_ids(numbers, col, source)
+    text = raw.map(_id_text).astype(object)
+    text = text.where(~missing, "")
+    missing = missing | (text == "").to_numpy()
+    present = text[~missing]
+    if _is_csv(source) and len(present) and bool(present.str.fullmatch(_INTEGER).all()):
+        numbers = present.astype(np.int64)
+        pairs = pd.DataFrame({"text": present, "n": numbers}).drop_duplicates()
+        clash = pairs[pairs["n"].duplicated(keep=False)]
+        if len(clash):
+            a, b = clash.sort_values("n")["text"].head(2)
+            raise InputError(f"{source}: column '{col}': ids {a!r} and {b!r} are the same number; are they one customer "
+                             "or two? Make the ids unambiguous (e.g. drop or keep leading zeros everywhere)")
+        out = pd.Series(np.zeros(len(raw), np.int64), index=raw.index)
+        out[~missing] = numbers
+        return out, missing
+    return text, missing
+
+
+def _id_text(v) -> str:
+    """One id value as canonical text: stripped; whole floats without '.0'."""
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
 
 
 def validate_events(
     df: pd.DataFrame, id_col: str = ID, time_col: str = TIME, source: str = "<DataFrame>",
-    as_of: str | pd.Timestamp | None = None,
+    as_of: str | pd.Timestamp | None = None, **kwargs,
 ) -> pd.DataFrame:
     """Strict `check_events`: the validated events, or InputError at the first kind of bad row."""
-    return check_events(df, id_col, time_col, source, as_of=as_of).events
+    return check_events(df, id_col, time_col, source, as_of=as_of, **kwargs).events
 
 
-def _parse_times(raw: pd.Series, col: str, source: str, reason: np.ndarray) -> pd.Series:
-    """Parse the time column to tz-naive UTC datetime64[ns]; mark bad rows in `reason` (NaT there)."""
-    missing = raw.isna().to_numpy()
+def _parse_times(raw: pd.Series, col: str, source: str, reason: np.ndarray, time_format: str = "",
+                 timezone: str = "UTC") -> tuple[pd.Series, str]:
+    """(times as tz-naive datetime64[ns] on the `timezone` clock, how the column was read); bad rows
+    are marked in `reason` (NaT there)."""
+    missing = raw.isna().to_numpy().copy()
     reason[missing & (reason == None)] = NO_TIME  # noqa: E711
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        return _to_ns(raw.dt.tz_convert("UTC").dt.tz_localize(None), reason)
+        return _to_ns(raw.dt.tz_convert(timezone).dt.tz_localize(None), reason), "datetime"
     if pd.api.types.is_datetime64_any_dtype(raw):
-        return _to_ns(raw, reason)
+        return _to_ns(raw, reason), "datetime"
     if pd.api.types.is_numeric_dtype(raw) and not missing.all():
         raise InputError(f"{source}: column '{col}' holds numbers, not timestamps (expected dates or ISO-8601 text)")
     text = raw.astype(str).str.strip()
+    blank = (text == "").to_numpy() & ~missing
+    reason[blank & (reason == None)] = NO_TIME  # noqa: E711
+    missing |= blank
     # an offset counts only after a time of day: "01-02-2024" ends in "-2024" but has no zone
     has_tz = text.str.contains(ZONE_SUFFIX, regex=True).to_numpy() & ~missing
     n_tz, n_naive = int(has_tz.sum()), int((~has_tz & ~missing).sum())
@@ -203,16 +333,84 @@ def _parse_times(raw: pd.Series, col: str, source: str, reason: np.ndarray) -> p
         reason[odd & (reason == None)] = NO_ZONE if n_naive <= n_tz else ZONE  # noqa: E711
     ok = ~missing & (reason == None)  # noqa: E711
     parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    fmt = time_format or "ISO8601"
     if ok.any():
         zoned = bool(has_tz[ok].any())
-        values = pd.to_datetime(text[ok], errors="coerce", format="mixed", utc=zoned)
+        uniques = pd.Series(pd.unique(text[ok]))  # dates repeat: read each distinct text once
+        fmt, read = _read_column(uniques, col, source, time_format, zoned)
         if zoned:
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+            read = read.dt.tz_convert(timezone).dt.tz_localize(None)
+        if read.isna().all():
+            numbers = bool(uniques.str.fullmatch(r"[+-]?\d+(\.\d*)?").all())
+            examples = ", ".join(repr(v) for v in uniques.head(2))
+            what = ("holds numbers, not timestamps" if numbers and not time_format else
+                    f"no value matches --time-format {time_format!r}" if time_format else "no value reads as a date or time")
+            raise InputError(f"{source}: column '{col}' {what} (e.g. {examples}); is --time-col the right column?")
+        values = pd.Series(read.to_numpy()[pd.Index(uniques).get_indexer(text[ok])], index=text[ok].index)
         unread = np.zeros(len(raw), bool)
         unread[ok] = values.isna().to_numpy()
         reason[unread] = UNREADABLE
         parsed[ok] = _to_ns(values, reason, np.flatnonzero(ok))
-    return parsed
+    return parsed, fmt
+
+
+def _read_column(values: pd.Series, col: str, source: str, time_format: str, zoned: bool) -> tuple[str, pd.Series]:
+    """(the column's reading, the values read with it: NaT where a value does not match).
+
+    One reading for the whole column, never a guess per row: ISO 8601 when every value is ISO;
+    otherwise the formats pandas guesses for a sample of values are grouped by their order of day,
+    month and year, and the order that reads the most values wins. Another order that reads as many
+    values differently ("01/02/2014": 1 February or 2 January) makes the column ambiguous: an error
+    naming two values, not a guess."""
+    def read(formats: list[str]) -> pd.Series:
+        # microseconds: years up to 294,000 fit, so a date past 2262 is reported as such (see _to_ns), not as unreadable
+        out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]" if zoned else "datetime64[us]")
+        for f in formats:  # a value takes the first format that reads it (e.g. with and without a time)
+            todo = out.isna()
+            if not todo.any():
+                break
+            got = pd.to_datetime(values[todo], format=f, errors="coerce", utc=zoned)
+            out[todo] = got.dt.as_unit("us")
+        return out
+
+    if time_format:
+        return time_format, read([time_format])
+    iso = read(["ISO8601"])
+    if iso.notna().all():
+        return "ISO8601", iso
+    step = max(1, len(values) // 500)
+    groups: dict[str, set[str]] = {"ymd": {"ISO8601"}}
+    for v in values.iloc[::step]:
+        for dayfirst in (False, True):
+            with warnings.catch_warnings():  # "parsing in %d/%m/%Y when dayfirst=False": asking both is the point
+                warnings.simplefilter("ignore", UserWarning)
+                guess = guess_datetime_format(v, dayfirst=dayfirst)
+            order = _order(guess) if guess else None
+            if order and order != "ydm":  # nobody writes year-day-month; dayfirst guesses it for ISO dates
+                groups.setdefault(order, set()).add(guess)
+    readings = {order: read(sorted(formats, key=lambda f: f != "ISO8601")) for order, formats in groups.items()}
+    counts = {order: int(r.notna().sum()) for order, r in readings.items()}
+    best = max(counts, key=lambda o: (counts[o], o == "ymd"))
+    for order, reading in readings.items():
+        both = reading.notna() & readings[best].notna()
+        differ = both & (reading != readings[best])
+        if order != best and counts[order] == counts[best] and differ.any():
+            shown = " and ".join(repr(v) for v in values[differ].head(2))
+            raise InputError(
+                f"{source}: column '{col}': dates can be read day-first or month-first (e.g. {shown}); "
+                f"give the format with --time-format (e.g. '{_example_format(groups[best])}' or '{_example_format(groups[order])}')")
+    label = "ISO8601" if best == "ymd" else " or ".join(sorted(groups[best]))
+    return label, readings[best]
+
+
+def _order(fmt: str) -> str | None:
+    """'dmy', 'mdy', 'ymd', ... of a strftime format; None without a full date."""
+    seen = [{"d": "d", "m": "m", "b": "m", "B": "m", "Y": "y", "y": "y"}[c] for c in re.findall(r"%([dmbBYy])", fmt)]
+    return "".join(seen) if sorted(seen) == ["d", "m", "y"] else None
+
+
+def _example_format(formats: set[str]) -> str:
+    return next((f for f in sorted(formats) if f != "ISO8601"), "ISO8601")
 
 
 def _to_ns(values: pd.Series, reason: np.ndarray, at: np.ndarray | None = None) -> pd.Series:
