@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     import numpy as np
     import pandas as pd
 
-    from jaxlstm.data.events import check_events
+    from jaxlstm.data.events import check_events, options
     from jaxlstm.errors import InputError
     from jaxlstm.predict import load_run, predict_checked
 
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     id_col, time_col = args.id_col or d.id_col, args.time_col or d.time_col
     raw, source = _cli.read_customers(args, id_col, time_col, d.extra_cols)
     checked = check_events(raw, id_col, time_col, source,
-                           as_of=args.as_of, extra_cols=d.extra_cols)
+                           as_of=args.as_of, **options(d))
     events = checked.events[checked.events["customer_id"].astype(str) == args.customer].sort_values("timestamp")
     if events.empty:
         raise InputError(f"{source}: no customer '{args.customer}' in column '{id_col}'")

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
 
     from pathlib import Path
 
-    from jaxlstm.data.events import check_events
+    from jaxlstm.data.events import check_events, options
     from jaxlstm.errors import InputError
     from jaxlstm.predict import load_run, predict_checked
 
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     id_col, time_col = args.id_col or d.id_col, args.time_col or d.time_col
     raw, source = _cli.read_customers(args, id_col, time_col, d.extra_cols)
     checked = check_events(raw, id_col, time_col, source,
-                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, extra_cols=d.extra_cols)
+                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, **options(d))
     predictions = predict_checked(run, checked, args.as_of)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.on_bad_rows == "skip":
