@@ -199,3 +199,12 @@ def test_default_toml_states_the_code_defaults():
     from conftest import ROOT
 
     assert load_config(ROOT / "configs" / "default.toml") == Config()
+
+
+def test_customer_seeds_are_blake2b_of_the_id_text():
+    from jaxlstm.data.batching import customer_seeds
+
+    # BLAKE2b, 8-byte digest, read little-endian: `printf c0 | b2sum -l 64` prints 7a981e556bd5d63f
+    seeds = customer_seeds(np.array(["c0", "42", "Zoë", ""]))
+    assert seeds.dtype == np.uint64
+    assert [int(s) for s in seeds] == [0x3FD6D56B551E987A, 0x7A686626F03CB457, 0x9A89EF9506B79F78, 0xB4B2797457A0A6E4]
