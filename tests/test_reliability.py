@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from conftest import EXAMPLE_CSV, ROOT
 from jaxlstm import train_all
 from jaxlstm.config import Config
-from jaxlstm.data.events import check_events
+from jaxlstm.data.events import canonical_ids, check_events
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
-from jaxlstm.predict import RunModel, add_orphans, predict_frame
+from jaxlstm.predict import RunModel, add_unanswered, predict_frame
 from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
@@ -62,7 +62,12 @@ def _files(tmp_path):
         "null_id.csv": good + ",2024-01-09\n",
         "null_time.csv": good + "c,\n",
         "mixed_zones.csv": "customer_id,timestamp\na,2024-01-01T10:00:00Z\na,2024-01-05T10:00:00+02:00\nb,2024-01-07 10:00\n",
+        "good.csv": good,
         "future.csv": good + "b,2031-01-01\n",
+        "ambiguous.csv": "customer_id,timestamp\na,01/02/2024\na,03/04/2024\nb,05/06/2024\n",
+        "numbers.csv": "customer_id,timestamp\na,1704067200\na,1704412800\nb,1704153600\n",
+        "text_amount.csv": "customer_id,timestamp,amount\na,2024-01-01,lots\na,2024-01-05,few\n",
+        "zero_ids.csv": "customer_id,timestamp\n001,2024-01-01\n1,2024-01-05\n",
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -82,8 +87,16 @@ BAD_TRAIN = [
     (["--customers", "null_id.csv"], "null_id.csv: column 'customer_id': missing customer id at lines 5"),
     (["--customers", "null_time.csv"], "null_time.csv: column 'timestamp': missing timestamp at lines 5"),
     (["--customers", "mixed_zones.csv"], "mixed_zones.csv: column 'timestamp': no time zone (other rows have one) at lines 4"),
-    (["--customers", "future.csv", "--as-of", "2024-06-30"],
-     "future.csv: column 'timestamp': after the as-of date 2024-06-30 00:00:00 at lines 5, e.g. '2031-01-01'"),
+    (["--customers", "future.csv", "--as-of", "2023-06-30"],
+     "future.csv: no visit before the as-of date 2023-06-30 00:00:00 (the first is 2024-01-01 00:00:00)"),
+    (["--customers", "ambiguous.csv"], "ambiguous.csv: column 'timestamp': dates can be read day-first or month-first "
+                                       "(e.g. '01/02/2024' and '03/04/2024'); give the format with --time-format"),
+    (["--customers", "numbers.csv"], "numbers.csv: column 'timestamp' holds numbers, not timestamps (e.g. '1704067200', "
+                                     "'1704412800')"),
+    (["--customers", "text_amount.csv", "--extra-col", "amount"],
+     "text_amount.csv: column 'amount' holds str values, not numbers (e.g. 'lots', 'few')"),
+    (["--customers", "zero_ids.csv"], "zero_ids.csv: column 'customer_id': ids '001' and '1' are the same number"),
+    (["--customers", "good.csv", "--set", "data.timezone=Mars/Olympus"], "data.timezone 'Mars/Olympus': unknown time zone"),
     (["--customers", "future.csv", "--as-of", "someday"], "--as-of 'someday': not a date"),
     (["--epochs", "-1"], "train.epochs must be >= 0, got -1"),
     (["--set", "data.look_back=0"], "data.look_back must be >= 1, got 0"),
@@ -148,20 +161,22 @@ def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path
     run = tmp_path / "run"
     _cli.run(TRAIN.main, ["--customers", str(path), "--config", str(ROOT / "configs" / "tiny.toml"), "--out", str(run),
                           "--on-bad-rows", "skip", "--as-of", "2030-01-01", "--quiet"])
-    assert f"rejected 6 of {n + 2:,} rows" in capsys.readouterr().out
+    assert f"rejected 4 of {n + 2:,} rows" in capsys.readouterr().out
     rejected = pd.read_parquet(run / "rejected_rows.parquet")
-    assert rejected["row"].tolist() == [4, 7, 9, 11, n + 2, n + 3]  # CSV line numbers
+    assert rejected["row"].tolist() == [4, 7, 9, n + 2]  # CSV line numbers
     assert rejected["reason"].tolist() == ["unreadable timestamp", "missing customer id", "missing timestamp",
-                                           "after the as-of date", "unreadable timestamp", "after the as-of date"]
+                                           "unreadable timestamp"]
     assert rejected["timestamp"].tolist()[:2] == ["garbage", events["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")[5]]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["rows"] == {"read": len(raw), "used": len(raw) - 6, "rejected": 6, "customers_all_rows_rejected": 1,
-                               "rejected_by_reason": {"unreadable timestamp": 2, "after the as-of date": 2,
-                                                      "missing customer id": 1, "missing timestamp": 1}}
+    # visits after the as-of date are not bad rows: left out of training, counted
+    assert metrics["rows"] == {"read": len(raw), "used": len(raw) - 6, "merged_same_timestamp": 0, "after_as_of": 2,
+                               "rejected": 4, "customers_all_rows_rejected": 0, "customers_only_after_as_of": 1,
+                               "rejected_by_reason": {"unreadable timestamp": 2, "missing customer id": 1, "missing timestamp": 1},
+                               "time_format": "ISO8601"}
     pred = pd.read_parquet(run / "predictions.parquet")
     assert sorted(pred["customer_id"]) == sorted(set(raw["customer_id"].dropna()))  # ghost included
-    ghost = pred.set_index("customer_id").loc["ghost"]
-    assert ghost["status"] == "all_rows_rejected" and np.isnan(ghost["predicted_interval_days"]) and ghost["n_visits"] == 0
+    ghost = pred.set_index("customer_id").loc["ghost"]  # its only readable visit is after the as-of date
+    assert ghost["status"] == "too_few_visits" and np.isnan(ghost["predicted_interval_days"]) and ghost["n_visits"] == 0
     assert metrics["customers"] == len(pred) == 13
 
 
@@ -194,26 +209,31 @@ def raw_logs(draw):
 def test_skip_conserves_rows_and_customers(raw, as_of, look_back):
     try:
         checked = check_events(raw, source="fuzz.parquet", on_bad_rows="skip", as_of=as_of)
-    except InputError as e:  # allowed only when nothing usable is left
-        assert "every row is bad" in str(e)
+    except InputError as e:  # allowed only when nothing usable is left, or a whole column is unreadable
+        assert any(m in str(e) for m in ("every row is bad", "no visit before the as-of date", "no value reads as",
+                                         "day-first or month-first")), str(e)
         return
-    assert len(checked.events) + len(checked.rejected) == len(raw)
+    # every row is used, merged into a visit at the same timestamp, after the as-of date, or rejected
+    assert len(checked.events) + checked.merged + len(checked.later) + len(checked.rejected) == len(raw)
     assert checked.rejected["reason"].notna().all()
+    assert not checked.events.duplicated(["customer_id", "timestamp"]).any()
     kept = set(checked.events["customer_id"])
-    assert not kept & set(checked.orphans)
-    assert kept | set(checked.orphans) == set(raw["customer_id"].dropna())
+    assert not kept & set(checked.orphans) and not kept & set(checked.after_as_of)
+    ids, missing = canonical_ids(raw["customer_id"])
+    assert kept | set(checked.orphans) | set(checked.after_as_of) == set(ids[~missing])
     if as_of is not None:
-        assert (checked.events["timestamp"] <= pd.Timestamp(as_of)).all()
+        assert (checked.events["timestamp"] < pd.Timestamp(as_of)).all()
+        assert (checked.later["timestamp"] >= pd.Timestamp(as_of)).all()
     # and every customer comes out of prediction exactly once, with a value or a reason
     config = Config()
     hist = histories(checked.events)
     empty = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool))
-    pred = add_orphans(predict_frame(empty, hist, make_windows(hist, look_back)), checked.orphans)
-    assert len(pred) == len(kept) + len(checked.orphans) == pred["customer_id"].nunique()
+    pred = add_unanswered(predict_frame(empty, hist, make_windows(hist, look_back)), checked)
+    assert len(pred) == len(kept) + len(checked.orphans) + len(checked.after_as_of) == pred["customer_id"].nunique()
     has_value = pred["predicted_interval_days"].notna()
     rejected = pred["status"] == "all_rows_rejected"
     if len(hist.intervals):  # else there is no interval at all to fall back on: NaN, status too_few_visits
-        assert (has_value | rejected).all()
+        assert (has_value | rejected | pred["customer_id"].isin(checked.after_as_of)).all()
     assert pred.loc[~has_value, "status"].isin(["all_rows_rejected", "too_few_visits"]).all()
     assert (pred.loc[has_value, "predicted_interval_days"] >= 0).all()
 
