@@ -77,12 +77,14 @@ def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair
 def window_losses(out: jax.Array, y: jax.Array, loss: str | tuple[str, float]) -> jax.Array:
     """[B] loss per window: cross-entropy over classes; squared, absolute or pinball error on the
     log-space regression target (loss ("pinball", tau)); or the survival head's negative
-    log-likelihood (y [B, 2]: target, censored)."""
+    log-likelihood (y [B, 3]: target, censored, where 0 days lies on the target's scale)."""
     loss, quantile = (loss, 0.5) if isinstance(loss, str) else loss
     if loss == "cross_entropy":
         return optax.softmax_cross_entropy_with_integer_labels(out, y)
     if loss == "survival":
-        return survival_nll(out, y[:, 0], y[:, 1])
+        if y.shape[-1] != 3:  # jnp indexing would clamp a missing column silently
+            raise ValueError(f"survival targets need 3 columns (target, censored, lower bound), got {y.shape}")
+        return survival_nll(out, y[:, 0], y[:, 1], y[:, 2])
     err = out[:, 0] - y
     if loss == "pinball":  # tau per day predicted too short, 1 - tau per day too long: the tau-quantile
         return jnp.maximum(-quantile * err, (1.0 - quantile) * err)

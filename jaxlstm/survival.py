@@ -12,10 +12,18 @@ Validation: the examples of one customer in ten (by id hash), for early stopping
 
 Own survival models (modes per_customer and finetune): every customer with enough history for an
 own point model also gets its own survival model, trained like the point models (vmapped, early
-stopped on its latest observed intervals, checkpointed) on its observed intervals and its open
-one. per_customer trains them from scratch (the classic recipe's spirit: the customer's own data
-only), finetune starts each from the shared survival model. Everyone else is answered by the
-shared one.
+stopped, checkpointed). per_customer trains them from scratch (the classic recipe's spirit: the
+customer's own data only), finetune starts each from the shared survival model. Everyone else is
+answered by the shared one.
+Their validation looks forward, whatever data.split says: each customer validates on its latest
+examples, its open interval (the latest evidence there is) and its latest round(val_fraction * k)
+observed intervals (at least one, and at least one left to train on), and trains on the earlier
+ones. An answer is a forecast from the end of the history, so early stopping must judge a model on
+what came after what it learnt from; validating on earlier intervals while training on the open
+one would reward a model for knowing the future. With data.val_fraction = 0 nothing validates and
+every example trains, the open interval included.
+Targets are (log1p days minus the centre, censored, minus the centre: where 0 days lies on that
+scale), the three columns distribution.survival_nll reads.
 """
 
 from __future__ import annotations
@@ -129,6 +137,13 @@ def examples(hist: Histories, as_of: pd.Timestamp, floor_days: bool = False) -> 
     return owner, pos, days, censored
 
 
+def survival_targets(days: np.ndarray, censored: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """[P, 3] float32 targets of the survival head: log1p(days) minus the centre, censored (0 or 1),
+    and 0 days on the same scale (minus the centre), where the returning part is truncated."""
+    center = np.broadcast_to(np.asarray(center, np.float32), np.shape(days))
+    return np.stack([encode(days) - center, censored, -center], -1).astype(np.float32)
+
+
 def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress: bool = True,
                  desc: str = "survival") -> tuple[SurvivalModel, list[dict]]:
     """Train the survival model on a log whose visits all lie before `as_of`."""
@@ -139,7 +154,7 @@ def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress:
     observed = censored == 0
     center = float(encode(days[observed & ~is_val]).mean()) if (observed & ~is_val).any() else 0.0
     x = features(hist, owner, pos, cfg.data.look_back, center)
-    y = np.stack([encode(days) - center, censored], -1).astype(np.float32)
+    y = survival_targets(days, censored, np.float32(center))
     params, compiled, history = train_shared(cfg, x, y, np.flatnonzero(~is_val), np.flatnonzero(is_val),
                                              config.train.survival_epochs, desc, progress)
     return SurvivalModel(cfg, params, center, compiled), history
@@ -147,8 +162,9 @@ def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress:
 
 def own_prepared(hist: Histories, as_of: pd.Timestamp, config: Config, center: float) -> Prepared:
     """The survival examples of every customer with an own point model's history (look_back + 1
-    intervals), packed for the per-customer trainer: observed intervals, the latest val_fraction of
-    them validating, and the open interval (censored) training."""
+    intervals), packed for the per-customer trainer: its observed intervals and its open one
+    (censored); the open one and the latest val_fraction of the observed ones validate (see the
+    module doc)."""
     d, t = config.data, config.train
     owner, pos, days, censored = examples(hist, as_of, config.data.floor_days)
     order = np.lexsort((pos, owner))  # per customer: its intervals, then its open one
@@ -157,9 +173,10 @@ def own_prepared(hist: Histories, as_of: pd.Timestamp, config: Config, center: f
     offsets = np.r_[0, np.cumsum(k + 1)]
     seeds = customer_seeds(hist.keys)
     obs_offsets = np.r_[0, np.cumsum(k)]
-    obs_val = batching.split_windows(obs_offsets, seeds, d.split, d.val_fraction, t.seed)
+    obs_val = batching.split_windows(obs_offsets, seeds, "temporal", d.val_fraction, t.seed)
     is_val = np.zeros(len(owner), bool)
-    is_val[censored == 0] = obs_val
+    is_val[censored == 0] = obs_val  # in (customer, position) order, as the observed examples are
+    is_val[censored > 0] = d.val_fraction > 0
     windows = Windows(np.zeros((len(owner), d.look_back), np.float32), days.astype(np.float32), offsets,
                       np.zeros((N, d.look_back), np.float32), np.zeros(N, bool))
     rows = np.flatnonzero(k >= d.look_back + 1)
@@ -167,7 +184,7 @@ def own_prepared(hist: Histories, as_of: pd.Timestamp, config: Config, center: f
     chunks = batching.pack_chunks(
         windows, is_val, np.full(N, center, np.float32), seeds, rows, C, t.batch_size,
         inputs=lambda g, _c: features(hist, owner[g], pos[g], d.look_back, center),
-        targets=lambda g, c: np.stack([encode(days[g]) - c, censored[g]], -1).astype(np.float32))
+        targets=lambda g, c: survival_targets(days[g], censored[g], c))
     return Prepared(hist, windows, is_val, np.full(N, center, np.float32), seeds, chunks)
 
 

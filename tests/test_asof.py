@@ -16,19 +16,20 @@ from jaxlstm.synth import make_log
 OUT = np.array([[0.3, -0.4, -1.2], [0.3, -0.4, -1.2], [-1.0, 1.5, 2.0], [2.0, 0.1, -4.0]], np.float32)
 
 
-def _by_hand(out, y, censored):
+def _by_hand(out, y, censored, lower):
     mu, sigma, pi = out[:, 0], np.log1p(np.exp(out[:, 1])) + SIGMA_MIN, 1 / (1 + np.exp(-out[:, 2]))
-    z = (y - mu) / sigma
-    observed = -np.log(1 - pi) - stats.norm.logpdf(z) + np.log(sigma)
-    open_ = -np.log(pi + (1 - pi) * stats.norm.sf(z))
+    z, q0 = (y - mu) / sigma, stats.norm.sf((lower - mu) / sigma)  # truncated at 0 days (y = lower)
+    observed = -np.log(1 - pi) - stats.norm.logpdf(z) + np.log(sigma) + np.log(q0)
+    open_ = -np.log(pi + (1 - pi) * stats.norm.sf(z) / q0)
     return np.where(censored > 0, open_, observed)
 
 
 def test_survival_likelihood_matches_closed_forms():
     y = np.array([0.5, 0.5, 3.0, -0.2], np.float32)
     censored = np.array([0.0, 1.0, 1.0, 0.0], np.float32)
-    got = np.asarray(survival_nll(jnp.asarray(OUT), jnp.asarray(y), jnp.asarray(censored)))
-    np.testing.assert_allclose(got, _by_hand(OUT.astype(np.float64), y, censored), rtol=1e-5, atol=1e-5)
+    lower = np.full(4, -0.5, np.float32)  # a centre of 0.5 log1p days
+    got = np.asarray(survival_nll(jnp.asarray(OUT), jnp.asarray(y), jnp.asarray(censored), jnp.asarray(lower)))
+    np.testing.assert_allclose(got, _by_hand(OUT.astype(np.float64), y, censored, lower), rtol=1e-5, atol=1e-5)
     assert (got[[1, 2]] >= 0).all()  # a censored term is minus the log of a probability
 
 
