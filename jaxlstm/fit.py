@@ -117,6 +117,10 @@ def _validate(compiled: Compiled, params, chunk: batching.Chunk, outputs: bool =
     return result
 
 
+def _stop_padding(state: CustomerState, chunk: batching.Chunk) -> CustomerState:
+    return state._replace(stopped=np.asarray(state.stopped) | ~chunk.real)
+
+
 def _gather(states: list, chunks: list[batching.Chunk]) -> Any:
     """Per-chunk device states -> one numpy tree over all model customers (padding dropped)."""
     return jax.tree_util.tree_map(
@@ -172,7 +176,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     Bv = compiled.eval_batch
     seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
     seed = np.int32(t.seed)
-    states = [compiled.init(seed, c.seeds) for c in chunks]
+    # padding customers are stopped from the start: they take no steps and never keep a chunk training
+    states = [_stop_padding(compiled.init(seed, c.seeds), c) for c in chunks]
     if start_from is not None:  # RMSprop's state starts at zero whatever the parameters: keep it
         tiled = jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from)
         states = [st._replace(params=tiled, best_params=tiled) for st in states]
@@ -206,7 +211,11 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     done = [bool(np.asarray(st.stopped).all()) for st in states]
     masks = [_masks(c.n_train, B, Bv if compiled.train_half else None) for c in chunks]  # the same every epoch
     bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+    epochs_run = 0  # epochs this call ran: fewer than asked once every customer has stopped
     for epoch in bar:
+        if all(done):  # every customer has stopped: the remaining epochs would change nothing
+            break
+        epochs_run += 1
         tr_sum, tr_n, va_sum, va_n = [], [], [], []
         for ci, chunk in enumerate(chunks):
             st = states[ci]
@@ -234,8 +243,10 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
                         customer_epochs_s=f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}")
-        if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
+        last = epoch + 1 == t.epochs or all(done)
+        if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or last):
             checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), {**meta, "history": history})
+    bar.close()
     jax.block_until_ready(states)
     seconds = time.perf_counter() - t0
     if mngr is not None:
@@ -259,7 +270,7 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
-    return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, t.epochs - start,
+    return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, epochs_run,
                np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class)
 
 

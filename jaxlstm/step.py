@@ -34,6 +34,7 @@ class CustomerState(NamedTuple):
     bad_epochs: jax.Array  # [] int32, epochs since the validation loss last improved
     stopped: jax.Array  # [] bool, early-stopped or diverged: later steps leave it unchanged
     diverged: jax.Array  # [] bool, a step gave a non-finite loss or parameters (rolled back)
+    epochs_trained: jax.Array  # [] int32, epochs completed before it stopped (see end_epoch)
 
 
 class Batch(NamedTuple):
@@ -71,6 +72,7 @@ def init_state(model: Forecaster, tx, config: Config, seed: jax.Array, seed_pair
         bad_epochs=jnp.array(0, jnp.int32),
         stopped=jnp.array(False),
         diverged=jnp.array(False),
+        epochs_trained=jnp.array(0, jnp.int32),
     )
 
 
@@ -160,18 +162,31 @@ def evaluate(model, unravel, loss: str, params, batch: Batch):
 
 def end_epoch(state: CustomerState, val_sum, val_n, epoch, patience: int) -> CustomerState:
     """Keep the best-validation parameters; stop a customer after `patience` epochs without
-    improvement (0: never). A customer without validation windows keeps its latest parameters."""
+    improvement (0: never): one whose loss last improved at epoch k stops after epoch k + patience,
+    having trained k + patience + 1 epochs. A stopped customer is left exactly as it is.
+
+    A customer without validation windows (val_n == 0) has no evidence that an epoch helped: its
+    best parameters are its latest, and it stops after `patience` epochs, as if its first epoch had
+    been its best. Why this rule: it depends on the customer alone, so a customer trains the same
+    alone or in any chunk (a rule borrowed from other customers, such as the run's median stopping
+    epoch, would not); `patience` epochs is the least any validating customer trains, the
+    conservative choice for histories too short to hold a window out (a model on one or two
+    windows memorises them); and the compute it keeps a chunk alive for is bounded by `patience`."""
+    active = ~state.stopped
+    has_val = val_n > 0
     val_loss = val_sum / jnp.maximum(val_n, 1.0)
-    improved = ~state.stopped & ((val_n == 0) | (val_loss < state.best_loss))
-    best_params = jax.tree_util.tree_map(lambda a, b: jnp.where(improved, a, b), state.params, state.best_params)
-    bad = jnp.where(improved, 0, state.bad_epochs + jnp.where(state.stopped, 0, 1))
-    out_of_patience = (patience > 0) & (bad >= patience)
+    improved = active & has_val & (val_loss < state.best_loss)
+    take = improved | (active & ~has_val)  # parameters kept as this customer's best
+    best_params = jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), state.params, state.best_params)
+    bad = jnp.where(improved, 0, state.bad_epochs + jnp.where(active, 1, 0))
+    out_of_patience = active & (patience > 0) & (bad >= patience)
     return state._replace(
         best_params=best_params,
-        best_loss=jnp.where(improved & (val_n > 0), val_loss, state.best_loss),
-        best_epoch=jnp.where(improved, epoch, state.best_epoch),
+        best_loss=jnp.where(improved, val_loss, state.best_loss),
+        best_epoch=jnp.where(take, epoch, state.best_epoch),
         bad_epochs=bad,
         stopped=state.stopped | out_of_patience,
+        epochs_trained=state.epochs_trained + jnp.where(active, 1, 0).astype(jnp.int32),
     )
 
 
