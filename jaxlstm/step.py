@@ -218,29 +218,52 @@ ALL = ("init", "dropout", "train", "evaluate", "end_epoch")
 LIGHT = ("init", "dropout", "end_epoch", "dropout_half")  # compiled at a lower optimisation level
 
 
+# Config fields no compiled program reads (their values come in as arguments, e.g. the seed and the
+# batch size, or are used outside the programs). program_key sets them to their defaults, so runs
+# that differ only in these share programs; every other field, a new one included, is part of the
+# key, so a field that the step starts to read can never reuse a stale program (at worst a field
+# listed here by mistake would be read at its default: tests/test_step_cache.py traces the
+# programs with a config that records what is read and checks that none of these is).
+NOT_READ_BY_PROGRAMS = {
+    "data": ("id_col", "time_col", "floor_days", "split", "val_fraction", "within_days", "extra_cols",
+             "summary_features", "horizon_days"),
+    "model": ("mode",),
+    "train": ("epochs", "batch_size", "restore_best", "seed", "chunk_customers", "pooled_epochs", "pooled_batch",
+              "pooled_examples_per_epoch", "survival_epochs", "checkpoint_every", "compilation_cache"),
+}
+
+
+def program_key(config: Config) -> Config:
+    """The config with every field that no compiled program reads set to its default: what the
+    compiled programs depend on (with the shapes and devices, see compile_steps)."""
+    def neutral(section: str):
+        part = getattr(config, section)
+        default = type(part)()
+        return dataclasses.replace(part, **{k: getattr(default, k) for k in NOT_READ_BY_PROGRAMS[section]})
+
+    return Config(data=neutral("data"), model=neutral("model"), train=neutral("train"))
+
+
 def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1,
                   half: bool = False) -> Compiled:
     """vmap the one-customer functions over C customers, jit and compile them ahead of time, so
     compile time is measured apart and a shape mismatch fails loudly instead of recompiling.
-    Programs are reused within a process for configs that differ only in what they do not depend on.
+    Programs are reused within a process for configs that differ only in what they do not read
+    (program_key), on the same visible devices (a later change places chunks over them).
 
     half (B even): also compile the train step and dropout for B / 2 windows, and evaluate B / 2
     windows per call. A half step costs ~60% of a full one, and validation holds ~20% of a
     customer's windows, usually under half a batch (benchmarks/NOTES.md)."""
-    d, t = config.data, config.train
-    key = Config(
-        data=type(d)(look_back=d.look_back, bins=d.bins),
-        model=dataclasses.replace(config.model, mode="auto"),
-        train=type(t)(learning_rate=t.learning_rate, rmsprop_decay=t.rmsprop_decay, rmsprop_eps=t.rmsprop_eps, patience=t.patience),
-    )
     half = half and B % 2 == 0
     only = tuple(only) + (("train_half", "dropout_half") if half and "train" in only else ())
-    return _compile_steps(key, C, B, only, n_features, B // 2 if half else B)
+    return _compile_steps(program_key(config), C, B, only, n_features, B // 2 if half else B, tuple(jax.devices()))
 
 
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
-def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int, Bv: int) -> Compiled:
-    """Bv: the half width (B / 2) or B; the half programs and evaluate use it."""
+def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int, Bv: int,
+                   devices: tuple = ()) -> Compiled:
+    """Bv: the half width (B / 2) or B; the half programs and evaluate use it. devices: only part
+    of the cache key (the programs compile for the default device)."""
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
     loss = (loss, config.model.quantile) if loss == "pinball" else loss
     L, F = config.data.look_back, n_features
