@@ -78,6 +78,9 @@ class TrainConfig:
     pooled_epochs: int = 20  # the shared model (modes auto and pooled) sees every customer's windows each epoch
     pooled_batch: int = 512
     pooled_examples_per_epoch: int = 200_000  # a random subset of all intervals each epoch (big logs)
+    # each customer's examples weigh 1 in total, its k-th latest recency ** k of it (normalised): the shared
+    # model learns the next gap of a customer, not the typical gap of heavy buyers' past (1: all alike)
+    pooled_recency: float = 0.5
     survival_epochs: int = 20  # the survival model (as-of answers); 0: none, p_within_* columns are NaN
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
@@ -228,6 +231,7 @@ def validate(config: Config) -> None:
         (d.horizon_days > 0, f"data.horizon_days must be > 0, got {d.horizon_days}"),
         (t.survival_epochs >= 0, f"train.survival_epochs must be >= 0, got {t.survival_epochs}"),
         (t.pooled_batch >= 1, f"train.pooled_batch must be >= 1, got {t.pooled_batch}"),
+        (0.0 <= t.pooled_recency <= 1.0, f"train.pooled_recency must be in [0, 1], got {t.pooled_recency}"),
         (t.pooled_examples_per_epoch >= 1, f"train.pooled_examples_per_epoch must be >= 1, got {t.pooled_examples_per_epoch}"),
     ]
     for ok, message in checks:

@@ -1,21 +1,25 @@
-"""Honest scores: the trained answers against simple baselines on one per-customer temporal holdout.
+"""Honest scores, one per customer: every customer's latest visit is a question.
 
-The holdout of a customer is the tail of its intervals that no model trained on:
-- a customer with validation windows: the targets of those windows (the latest ones);
-- a customer with no window at all (too few visits for a model): its last interval;
-- a customer with windows but none validating (a single window): nothing, since its model saw it all.
-Every method answers each held-out interval from the intervals before it: the models from their
-input window, the customer baselines from all of the customer's earlier intervals (one step ahead,
-as predictions answer); whatever is fitted (models, population median, constant) is fitted on
-intervals before the holdout only. With split = "random" only the validation windows' targets are
-held out.
+The question of a customer with at least one interval is its last interval, predicted from the
+intervals before it ("hide the last visit, predict it from the rest"). Predictions are one per
+customer, so every yardstick that chooses or stops anything scores each customer once, here: a
+customer with 60 short gaps weighs as much as one with a single gap.
 
-Baselines (days):
-  customer_mean / customer_median / customer_last: of the customer's intervals before the held-out one;
-    with none, the population median (what our fallback answers too);
-  population_median: median of every customer's pre-holdout intervals;
-  constant: expm1(mean(log1p(pre-holdout intervals))), the single value the default loss (MSE on
-    log1p days) would learn.
+No model trains on a question: the shared models train on every other interval, own models on the
+history before it. Customers are split in two by a stable hash of their id:
+- selection customers: their questions stop the shared model (its best epoch) and choose, per
+  history length, who answers (see `choose`);
+- headline customers: their questions are scored only, never selected on. The headline table is
+  this run's honest score, reported first; the selection customers' table (optimistic: the choices
+  were made on it) comes beside it, labelled.
+
+Baselines (days), from the intervals before each question:
+  customer_mean / customer_median / customer_last: of the customer's earlier intervals; with none,
+    the population median (what the fallback answers too);
+  population_median: median of every pre-question interval (interval-weighted: heavy buyers' many
+    short gaps pull it down);
+  population_latest_median: median of each customer's latest pre-question interval (one per customer);
+  constant: expm1(mean(log1p(pre-question intervals))).
 """
 
 from __future__ import annotations
@@ -24,53 +28,46 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from jaxlstm.data.intervals import Histories, prefix_mean
-from jaxlstm.data.windows import Windows, to_bins
+from jaxlstm.data.intervals import Histories
+from jaxlstm.data.windows import to_bins
 
 BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 5, "4-5"), (6, 10, "6-10"), (11, np.iinfo(np.int64).max, "11+"))
-BASELINES = ("customer_mean", "customer_median", "customer_last", "population_median", "constant")
+BASELINES = ("customer_mean", "customer_median", "customer_last", "population_median", "population_latest_median", "constant")
 MODES = ("auto", "per_customer", "pooled", "finetune")  # answers of the trained modes in a report
+SELECTION_SHARE = 0.5
+ALPHA = 0.025  # one-sided: an answer replaces the population median only when it wins at this level
 
 
 @dataclasses.dataclass(frozen=True)
-class Holdout:
-    """T held-out intervals. owner [T] customer index; pos, target [T] days; window [T] flat window index
-    whose target it is (-1 for a customer without windows); start [N] index (within the customer's
-    intervals) of its first held-out interval (= its interval count when it has none)."""
+class Questions:
+    """Q questions, one per customer with an interval: owner [Q] customer index, pos [Q] index of its
+    last interval (= intervals before it), target [Q] days, selection [Q] bool (else headline)."""
 
     owner: np.ndarray
-    pos: np.ndarray  # [T] index of the interval within its customer's intervals
+    pos: np.ndarray
     target: np.ndarray
-    window: np.ndarray
-    start: np.ndarray
+    selection: np.ndarray
 
     def train_intervals(self, hist: Histories) -> np.ndarray:
-        """[I] bool over hist.intervals: before its customer's holdout."""
-        owner = np.repeat(np.arange(hist.n_customers), np.diff(hist.offsets))
-        return (np.arange(len(hist.intervals)) - hist.offsets[owner]) < self.start[owner]
+        """[M] bool over hist.intervals: every interval but each customer's last (the questions)."""
+        last = np.zeros(len(hist.intervals), bool)
+        last[hist.offsets[self.owner] + self.pos] = True
+        return ~last
+
+    def visits(self, hist: Histories) -> np.ndarray:
+        """[Q] visits each question is answered from (the customer's visits but its last)."""
+        return hist.n_visits[self.owner] - 1
 
 
-def holdout(hist: Histories, windows: Windows, is_val: np.ndarray, look_back: int) -> Holdout:
-    N = hist.n_customers
+def questions(hist: Histories, seeds: np.ndarray, share: float = SELECTION_SHARE) -> Questions:
+    """Every customer's last interval; `seeds` [N] (batching.customer_seeds) split the customers."""
     k = np.diff(hist.offsets)
-    w_counts = windows.counts
-    w_owner = np.repeat(np.arange(N), w_counts)
-    first_val = np.full(N, np.iinfo(np.int64).max)
-    np.minimum.at(first_val, w_owner[is_val], np.flatnonzero(is_val) - windows.offsets[w_owner[is_val]])
-    start = k.copy()
-    has_val = first_val < np.iinfo(np.int64).max
-    start[has_val] = first_val[has_val] + look_back
-    no_windows = (w_counts == 0) & (k >= 1)
-    start[no_windows] = k[no_windows] - 1
-    n_hold = k - start
-    owner = np.repeat(np.arange(N), n_hold)
-    pos = np.arange(n_hold.sum()) - np.repeat(np.r_[0, np.cumsum(n_hold)[:-1]], n_hold) + start[owner]
-    target = hist.intervals[hist.offsets[owner] + pos]
-    window = np.where(w_counts[owner] > 0, windows.offsets[owner] + pos - look_back, -1)
-    # with split = "random", training windows lie among the validation ones: only the latter are held out
-    held = (window < 0) | is_val[np.maximum(window, 0)] if len(is_val) else np.ones(len(window), bool)
-    return Holdout(owner[held], pos[held], target[held], window[held], start)
+    owner = np.flatnonzero(k >= 1)
+    pos = k[owner] - 1
+    selection = (seeds[owner] % np.uint64(1_000_003)).astype(np.float64) / 1_000_003 < share
+    return Questions(owner, pos, hist.intervals[hist.offsets[owner] + pos], selection)
 
 
 def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -81,6 +78,7 @@ def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[
     before = pd.Series(hist.intervals[seen]).groupby(owner[seen])
     population = float(np.median(hist.intervals[seen])) if seen.any() else np.nan
     constant = float(np.expm1(np.mean(np.log1p(hist.intervals[seen])))) if seen.any() else np.nan
+    latest = float(before.last().median()) if seen.any() else np.nan
 
     def per_customer(stat):
         values = stat.reindex(range(N)).to_numpy(dtype=float)
@@ -91,30 +89,14 @@ def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[
         "customer_median": per_customer(before.median()),
         "customer_last": per_customer(before.last()),
         "population_median": np.full(N, population),
+        "population_latest_median": np.full(N, latest),
         "constant": np.full(N, constant),
     }
 
 
-def baselines(hist: Histories, hold: Holdout) -> dict[str, np.ndarray]:
-    """Each baseline's answer [T] (days) for every held-out interval, one step ahead: a customer's
-    mean, median and last from its intervals before that one (earlier held-out ones included, as
-    the models see them and as predictions use every interval); the population median and the
-    constant from pre-holdout intervals only."""
-    population = customer_baselines(hist, hold.train_intervals(hist))
-    pop = population["population_median"][hold.owner]
-    start, n = hist.offsets[hold.owner], hold.pos
-    has = n > 0
-    owner = np.repeat(np.arange(hist.n_customers), np.diff(hist.offsets))
-    # median of each customer's intervals 0..i, for every interval i (one pass, pandas' skiplist)
-    running_median = pd.Series(hist.intervals).groupby(owner).expanding().median().to_numpy()
-    last = np.clip(start + n - 1, 0, max(len(hist.intervals) - 1, 0))
-    return {
-        "customer_mean": np.where(has, prefix_mean(hist.intervals, hist.offsets, hold.owner, n), pop),
-        "customer_median": np.where(has, running_median[last] if len(running_median) else pop, pop),
-        "customer_last": np.where(has, hist.intervals[last] if len(hist.intervals) else pop, pop),
-        "population_median": pop,
-        "constant": population["constant"][hold.owner],
-    }
+def baselines(hist: Histories, q: Questions) -> dict[str, np.ndarray]:
+    """Each baseline's answer [Q] (days) to every question, from the pre-question intervals."""
+    return {name: v[q.owner] for name, v in customer_baselines(hist, q.train_intervals(hist)).items()}
 
 
 def bucket_names(n_visits: np.ndarray) -> np.ndarray:
@@ -138,32 +120,6 @@ def pick(values: dict[str, np.ndarray], kind: np.ndarray) -> np.ndarray:
     return out
 
 
-def best_baselines(hist: Histories, hold: Holdout, base: dict[str, np.ndarray], bins: tuple[float, ...] = (),
-                   z: float = 2.0) -> dict[str, str]:
-    """The answer for each history bucket among `base` (baselines, and the pooled model if trained):
-    the population median, unless another beats it on the bucket's held-out intervals by more than
-    `z` standard errors of the paired difference (a 2-visit bucket of 30 customers must not pick
-    "their one gap" by luck). Losses are absolute days, or 0/1 bin misses when binning."""
-    if bins:
-        truth = to_bins(hold.target, bins)
-        loss = {b: (to_bins(v, bins) != truth).astype(float) for b, v in base.items()}
-    else:
-        loss = {b: np.abs(v - hold.target) for b, v in base.items()}
-    bucket = bucket_names(hist.n_visits)[hold.owner]
-    chosen = {}
-    for _, _, name in BUCKETS:
-        sel = bucket == name
-        best, best_gain = "population_median", 0.0
-        if sel.sum() >= 2:
-            for b in base:
-                d = loss[b][sel] - loss["population_median"][sel]
-                gain = -d.mean()
-                if gain > z * d.std(ddof=1) / np.sqrt(sel.sum()) and gain > best_gain:
-                    best, best_gain = b, gain
-        chosen[name] = best
-    return chosen
-
-
 def scores(pred: np.ndarray, target: np.ndarray, bins: tuple[float, ...] = ()) -> dict[str, float | int | None]:
     """MAE and RMSE in days (and accuracy of the bin when binning) over finite predictions."""
     ok = np.isfinite(pred)
@@ -178,26 +134,142 @@ def scores(pred: np.ndarray, target: np.ndarray, bins: tuple[float, ...] = ()) -
     return out
 
 
-def report(hist: Histories, hold: Holdout, answers: dict[str, np.ndarray], bins: tuple[float, ...] = ()) -> dict:
-    """{"overall": {method: scores}, "by_history": {bucket: {"customers", "intervals", method: scores}}}.
-    History length is the customer's visit count in the training log."""
-    visits = hist.n_visits[hold.owner]
+def report(hist: Histories, q: Questions, answers: dict[str, np.ndarray], bins: tuple[float, ...] = (),
+           which: np.ndarray | None = None, label: str = "") -> dict:
+    """Per-customer scores of each method's answers [Q] on the questions `which` (default all):
+    {"overall": {method: scores}, "by_history": {bucket: {...}}, "skill": {method: ...}}. History
+    length is the number of visits a question is answered from. Skill = 1 - MAE / MAE of the best
+    simple baseline, over all scored customers and over those answered from >= 5 visits."""
+    which = np.ones(len(q.target), bool) if which is None else which
+    visits, target = q.visits(hist)[which], q.target[which]
+    answers = {m: a[which] for m, a in answers.items()}
     by = {}
     for lo, hi, name in BUCKETS:
         sel = (visits >= lo) & (visits <= hi)
-        by[name] = {
-            "customers": int(((hist.n_visits >= lo) & (hist.n_visits <= hi)).sum()),
-            "customers_evaluated": int(len(np.unique(hold.owner[sel]))),
-            "intervals": int(sel.sum()),
-            **{m: scores(a[sel], hold.target[sel], bins) for m, a in answers.items()},
-        }
+        by[name] = {"customers": int(sel.sum()), "customers_evaluated": int(sel.sum()), "intervals": int(sel.sum()),
+                    **{m: scores(a[sel], target[sel], bins) for m, a in answers.items()}}
+    overall = {m: scores(a, target, bins) for m, a in answers.items()}
     return {
-        "holdout": "each customer's latest intervals that no model trained on (see jaxlstm/evaluate.py)",
-        "intervals": int(len(hold.target)),
-        "customers": int(len(np.unique(hold.owner))),
-        "overall": {m: scores(a, hold.target, bins) for m, a in answers.items()},
+        "holdout": label or "each customer's last visit, predicted from the visits before it (see jaxlstm/evaluate.py)",
+        "intervals": int(which.sum()),
+        "customers": int(which.sum()),
+        "overall": overall,
         "by_history": by,
+        "skill": {"all": skill(answers, target, bins), "5+ visits": skill({m: a[visits >= 5] for m, a in answers.items()},
+                                                                          target[visits >= 5], bins)},
     }
+
+
+def skill(answers: dict[str, np.ndarray], target: np.ndarray, bins: tuple[float, ...] = ()) -> dict:
+    """{"best_baseline": name, "mae_days": its MAE, method: 1 - MAE / that} (None without data)."""
+    mae = {m: scores(a, target, bins)["mae_days"] for m, a in answers.items()}
+    simple = {m: v for m, v in mae.items() if m in BASELINES and v is not None}
+    if not simple:
+        return {"best_baseline": None}
+    best = min(simple, key=simple.get)
+    out = {"best_baseline": best, "mae_days": simple[best], "customers": int(len(target))}
+    out.update({m: (1.0 - v / simple[best]) if v is not None and simple[best] > 0 else None
+                for m, v in mae.items() if m not in BASELINES})
+    return out
+
+
+def losses(answer: np.ndarray, target: np.ndarray, bins: tuple[float, ...] = ()) -> np.ndarray:
+    """Per-question loss: absolute days, or a 0/1 miss of the bin when binning."""
+    if bins:
+        return (to_bins(answer, bins) != to_bins(target, bins)).astype(float)
+    return np.abs(answer - target)
+
+
+def beats(loss: np.ndarray, reference: np.ndarray, alpha: float = ALPHA) -> bool:
+    """Whether `loss` is below `reference` beyond noise: a paired one-sided t test over customers
+    (one question each, so the pairs are independent), at level alpha with n - 1 degrees of freedom.
+    A normal quantile with 2 or 3 customers would let about 1 in 7 pure-noise answers through."""
+    d = loss - reference
+    n = len(d)
+    if n < 2 or d.mean() >= 0:
+        return False
+    sd = d.std(ddof=1)
+    return bool(sd == 0 or d.mean() + stats.t.ppf(1 - alpha, n - 1) * sd / np.sqrt(n) < 0)
+
+
+def choose(visits: np.ndarray, target: np.ndarray, candidates: dict[str, np.ndarray], own: np.ndarray | None,
+           bins: tuple[float, ...] = (), alpha: float = ALPHA) -> tuple[dict[str, str], list[str]]:
+    """Who answers, per history bucket, judged on the selection customers' questions.
+
+    candidates: {name: [S] answers} (baselines, and "pooled" when trained); own: [S] the customers'
+    own models' answers (NaN where a customer has none) or None. A bucket keeps its default (below)
+    unless a candidate beats it beyond noise (`beats`), then the lowest-MAE of those that do; own
+    models answer in a bucket only where they beat that choice beyond noise on the customers that
+    have one. Returns ({bucket: candidate}, [buckets where own models answer]).
+
+    The default of every bucket is the population median, or the shared model where it beats that
+    beyond noise over all selection customers: a small bucket (a few hundred customers) rarely shows
+    a real gain of a few percent beyond noise, while all buckets together do."""
+    bucket = bucket_names(visits)
+    all_loss = {m: losses(a, target, bins) for m, a in candidates.items()}
+    default = "population_median"
+    if "pooled" in candidates and beats(all_loss["pooled"], all_loss[default], alpha):
+        default = "pooled"
+    chosen, own_buckets = {}, []
+    for _, _, name in BUCKETS:
+        sel = bucket == name
+        loss = {m: v[sel] for m, v in all_loss.items()}
+        winners = [m for m in candidates if m != default and beats(loss[m], loss[default], alpha)]
+        chosen[name] = min(winners, key=lambda m: loss[m].mean()) if winners else default
+        if own is not None:
+            has = np.isfinite(own[sel])
+            if beats(losses(own[sel][has], target[sel][has], bins), loss[chosen[name]][has], alpha):
+                own_buckets.append(name)
+    return chosen, own_buckets
+
+
+def evaluate_run(hist: Histories, q: Questions, bins: tuple[float, ...], pooled: np.ndarray | None,
+                 own: np.ndarray | None, mode: str = "auto"):
+    """Choose who answers (on the selection customers) and score every mode and baseline (on the
+    headline customers first). pooled / own: [Q] answers of the shared model and of the customers'
+    own models (NaN where a customer has none). Returns ({bucket: fallback}, [buckets own models
+    answer in], the evaluation for metrics.json, one row per question with every answer)."""
+    base = baselines(hist, q)
+    candidates = base if pooled is None else {**base, "pooled": pooled}
+    s = q.selection
+    visits = q.visits(hist)
+    fallback_by, own_buckets = choose(visits[s], q.target[s], {m: a[s] for m, a in candidates.items()},
+                                      None if own is None else own[s], bins)
+    fallback = pick(candidates, fallback_kind(visits, fallback_by))
+    has_own = np.isfinite(own) if own is not None else np.zeros(len(q.target), bool)
+    use_own = has_own & np.isin(bucket_names(visits), own_buckets)
+    answers = {"auto": np.where(use_own, own if own is not None else np.nan, fallback)}
+    if own is not None:
+        answers["per_customer"] = np.where(has_own, own, base["customer_median"])
+        if mode == "finetune":
+            answers = {"finetune": np.where(has_own, own, pooled if pooled is not None else base["customer_median"]), **answers}
+    if pooled is not None:
+        answers["pooled"] = pooled
+    answers.update(base)
+    rep = report(hist, q, answers, bins, ~s)
+    rep["protocol"] = ("each customer's last visit, predicted from the visits before it; the headline customers "
+                       f"(a {1 - SELECTION_SHARE:.0%} share by id hash), on which nothing was chosen or stopped")
+    rep["selection"] = report(hist, q, answers, bins, s, "the selection customers: who answers was chosen, and the "
+                              "shared model stopped, on their questions (optimistic)")
+    rep["methods"] = {
+        "auto": "per history length the best of the baselines and the pooled model, and customers' own models "
+                "where they beat that beyond noise (paired t test, one-sided 2.5%) on the selection customers",
+        "per_customer": "each customer's own model where it has one, else the customer's median (the classic recipe)",
+        "pooled": "one shared LSTM trained on every customer's earlier intervals (jaxlstm/pooled.py)",
+        **{b: "see jaxlstm/evaluate.py" for b in BASELINES},
+    }
+    rep["fallback_by_history"] = fallback_by
+    rep["own_models_answer_in"] = own_buckets
+    rep["customers_model_chosen"] = int(use_own.sum())
+    frame = pd.DataFrame({
+        "customer_id": hist.ids[q.owner],
+        "n_visits": visits,
+        "actual_days": q.target,
+        "headline": ~s,
+        "answered_by": np.where(use_own, "per_customer", fallback_kind(visits, fallback_by)),
+        **{f"{m}_days": a for m, a in answers.items()},
+    })
+    return fallback_by, own_buckets, rep, frame
 
 
 def table(rep: dict, methods: list[str] | None = None) -> str:
@@ -206,8 +278,7 @@ def table(rep: dict, methods: list[str] | None = None) -> str:
     cols = ["overall"] + [name for _, _, name in BUCKETS if rep["by_history"][name]["intervals"]]
     head = "| method | " + " | ".join(f"{c} visits" if c != "overall" else "all" for c in cols) + " |"
     lines = [head, "|---" * (len(cols) + 1) + "|"]
-    n_row = ["intervals (customers)"] + [f"{rep['intervals']:,} ({rep['customers']:,})"] + [
-        f"{rep['by_history'][c]['intervals']:,} ({rep['by_history'][c]['customers_evaluated']:,})" for c in cols[1:]]
+    n_row = ["customers"] + [f"{rep['customers']:,}"] + [f"{rep['by_history'][c]['customers']:,}" for c in cols[1:]]
     lines.append("| " + " | ".join(n_row) + " |")
     for m in methods:
         cells = [rep["overall"][m]] + [rep["by_history"][c][m] for c in cols[1:]]
@@ -215,79 +286,3 @@ def table(rep: dict, methods: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def choose(owner: np.ndarray, model_loss: np.ndarray, base_loss: np.ndarray, n_customers: int, z: float = 2.0) -> np.ndarray:
-    """[N] bool: customers whose own model beat the alternative on their own held-out intervals
-    beyond noise: the mean paired difference (model - alternative) must be below -z standard errors.
-
-    With two or three windows "the model won" is often luck (on pure noise about half the models
-    win), and the model's epoch was chosen on these windows, so a plain "lower error" test would
-    trust many memorising models. A customer with fewer than two answered intervals keeps the
-    alternative: one interval is no evidence.
-    """
-    ok = np.isfinite(model_loss)
-    d = np.where(ok, model_loss - base_loss, 0.0)
-    n = np.bincount(owner[ok], minlength=n_customers).astype(float)
-    s1 = np.bincount(owner[ok], weights=d[ok], minlength=n_customers)
-    s2 = np.bincount(owner[ok], weights=d[ok] ** 2, minlength=n_customers)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / n
-        var = np.maximum(s2 - n * mean**2, 0.0) / (n - 1)
-        return (n >= 2) & (mean < 0) & (mean + z * np.sqrt(var / n) < 0)
-
-
-def evaluate_run(hist: Histories, hold: Holdout, bins: tuple[float, ...],
-                 has_model: np.ndarray, val_days: np.ndarray, val_class: np.ndarray, pooled_days: np.ndarray | None = None,
-                 mode: str = "auto"):
-    """Score a trained run against the baselines, pick each history bucket's answer (a baseline or
-    the pooled model), and choose per customer between its own model and that answer.
-
-    has_model: [N] bool, customers with a healthy trained model; val_days / val_class: [M] its answer
-    on each validation window (NaN / -1 elsewhere). Returns (chosen [N] bool: the model beat the
-    bucket's baseline on the customer's own held-out intervals; {bucket: baseline}; the report;
-    one row per held-out interval with every method's answer).
-    """
-    base = baselines(hist, hold)
-    candidates = base if pooled_days is None else {**base, "pooled": pooled_days}
-    fallback_by = best_baselines(hist, hold, candidates, bins)
-    fallback = pick(candidates, fallback_kind(hist.n_visits, fallback_by)[hold.owner])
-    T, w = len(hold.target), hold.window
-    lstm, cls = np.full(T, np.nan), np.full(T, -1)
-    at = (w >= 0) & has_model[hold.owner]
-    lstm[at], cls[at] = val_days[w[at]], val_class[w[at]]
-    if bins:
-        truth = to_bins(hold.target, bins)
-        model_loss = np.where(np.isfinite(lstm), (cls != truth).astype(float), np.nan)
-        base_loss = (to_bins(fallback, bins) != truth).astype(float)
-    else:
-        model_loss, base_loss = np.abs(lstm - hold.target), np.abs(fallback - hold.target)
-    chosen = choose(hold.owner, model_loss, base_loss, hist.n_customers)
-    answers = {
-        "auto": np.where(chosen[hold.owner] & np.isfinite(lstm), lstm, fallback),
-        "per_customer": np.where(np.isfinite(lstm), lstm, base["customer_median"]),
-        **({} if pooled_days is None else {"pooled": pooled_days}),
-        **base,
-    }
-    if mode == "finetune":  # own models started from the pooled one; the pooled one answers the rest
-        answers = {"finetune": np.where(np.isfinite(lstm), lstm, pooled_days if pooled_days is not None else base["customer_median"]),
-                   **answers}
-    rep = report(hist, hold, answers, bins)
-    rep["methods"] = {
-        "auto": "per history length the best of the baselines and the pooled model (see best_baselines); a "
-                "customer's own model where it beat that beyond noise on these same intervals (see choose): choices "
-                "made on the data they are scored on, so somewhat optimistic",
-        "per_customer": "each customer's own model where it has one, else the customer's median (the classic recipe "
-                        "plus the classic fallback)",
-        "pooled": "one shared LSTM trained on every customer's intervals (jaxlstm/pooled.py)",
-        **{b: "see jaxlstm/evaluate.py" for b in BASELINES},
-    }
-    rep["fallback_by_history"] = fallback_by
-    rep["customers_model_chosen"] = int(chosen.sum())
-    rep["customers_with_model_evaluated"] = int(len(np.unique(hold.owner[np.isfinite(lstm)])))
-    frame = pd.DataFrame({
-        "customer_id": hist.ids[hold.owner],
-        "n_visits": hist.n_visits[hold.owner],
-        "actual_days": hold.target,
-        "answered_by": np.where(chosen[hold.owner] & np.isfinite(lstm), "per_customer", fallback_kind(hist.n_visits, fallback_by)[hold.owner]),
-        **{f"{m}_days": a for m, a in answers.items()},
-    })
-    return chosen, fallback_by, rep, frame

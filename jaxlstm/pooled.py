@@ -1,16 +1,23 @@
 """One shared LSTM for every customer ("pooled"), so short histories train and get a learned answer.
 
-Every interval of every customer is an example. Its input is the up to `look_back` intervals before
-it, left-padded, each time step carrying four features:
+Every interval of every customer but its last (the customer's question, see evaluate.py) is an
+example. Its input is the up to `look_back` intervals before it, left-padded, each time step
+carrying six features:
   0  log1p(days) minus the pooled centre (0 where padded)
   1  1 where an interval is present, 0 where padded: the model knows what is padding
-  2  log1p(number of intervals before this one) / 4: how much history there is
+  2  log1p(number of intervals before this one) / 4: how much history there is (the visit index)
   3  mean log1p of all intervals before this one, minus the centre (0 with none): the customer's level
+  4  log1p(days from the first visit to the interval's start) / 4: the customer's age, so gaps that
+     lengthen as customers age are learnable
+  5  std of log1p of the intervals before this one (0 with fewer than two): how regular the customer is
 So a customer with one visit still gets an answer (all padding: a learned constant), one with two
 intervals a shrunk blend of its one gap and everyone's, a long one its recent pattern.
-The same per-customer temporal holdout as everywhere (evaluate.holdout) splits the examples.
-"""
 
+Trained for the question asked: predictions are one per customer, about its next gap, so each
+customer's examples weigh 1 in total (train.pooled_recency^k for its k-th latest, normalised), not
+1 per interval: heavy buyers' many short gaps do not decide everyone's answer, and the latest
+gaps (closest to the next one) weigh most. Early stopping uses the selection customers' questions.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -24,9 +31,10 @@ from jaxlstm.config import Config
 from jaxlstm.data.batching import uniform
 from jaxlstm.data.intervals import Histories, prefix_mean
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
+from jaxlstm.evaluate import Questions
 from jaxlstm.step import Compiled, compile_steps
 
-N_FEATURES = 4  # plus one per extra column (data.extra_cols)
+N_FEATURES = 6  # plus one per extra column (data.extra_cols)
 SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model's own "customer" seed
 
 
@@ -58,7 +66,7 @@ def window_features(hist: Histories, windows, look_back: int, center: float):
 
 
 def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float) -> np.ndarray:
-    """[P, L, 4] inputs for predicting interval `pos` (index within its customer) of customer `owner`
+    """[P, L, N_FEATURES + extras] inputs for predicting interval `pos` (index within its customer) of customer `owner`
     from the intervals before it; pos may equal the customer's interval count (the next, unseen one)."""
     L = look_back
     enc = encode(hist.intervals).astype(np.float64)
@@ -67,10 +75,13 @@ def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int
     present = back >= 0
     idx = np.clip(start[:, None] + back, 0, max(len(enc) - 1, 0))
     values = np.where(present, (enc[idx] if len(enc) else 0.0) - center, 0.0)
-    level = np.where(pos > 0, prefix_mean(enc, hist.offsets, owner, pos) - center, 0.0)
-    count = np.log1p(pos) / 4.0
-    x = np.stack([values, present.astype(np.float64),
-                  np.broadcast_to(count[:, None], (len(pos), L)), np.broadcast_to(level[:, None], (len(pos), L))], -1)
+    mean = prefix_mean(enc, hist.offsets, owner, pos) if len(enc) else np.full(len(pos), np.nan)
+    level = np.where(pos > 0, mean - center, 0.0)
+    spread = np.sqrt(np.maximum(prefix_mean(enc**2, hist.offsets, owner, pos) - mean**2, 0.0)) if len(enc) else mean
+    spread = np.where(pos > 1, spread, 0.0)
+    age = np.where(pos > 0, prefix_mean(hist.intervals, hist.offsets, owner, pos) * pos, 0.0) if len(enc) else np.zeros(len(pos))
+    per_customer = [np.log1p(pos) / 4.0, level, np.log1p(np.maximum(age, 0.0)) / 4.0, spread]
+    x = np.stack([values, present.astype(np.float64), *(np.broadcast_to(f[:, None], (len(pos), L)) for f in per_customer)], -1)
     if hist.n_extra:  # the extra columns of each present interval, 0 where padded
         extra = np.where(present[..., None], hist.extras[idx], 0.0) if len(enc) else np.zeros((len(pos), L, hist.n_extra))
         x = np.concatenate([x, extra], -1)
@@ -128,24 +139,46 @@ def examples(hist: Histories, start: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return owner, pos, pos >= start[owner]
 
 
-def fit_pooled(hist: Histories, start: np.ndarray, config: Config, progress: bool = True) -> tuple[PooledModel, list[dict]]:
-    """Train the pooled model on every pre-holdout interval, early-stopped on the holdout."""
+def fit_pooled(hist: Histories, q: Questions, config: Config, progress: bool = True) -> tuple[PooledModel, list[dict]]:
+    """Train the pooled model on every interval but the questions, each customer weighing 1 in total
+    (see the module doc), early-stopped on the selection customers' questions."""
     d = config.data
-    owner, pos, is_val = examples(hist, start)
-    train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    owner, pos, _ = examples(hist, np.diff(hist.offsets))
+    train = q.train_intervals(hist)
+    train_rows = np.flatnonzero(train)
+    val_rows = (hist.offsets[q.owner] + q.pos)[q.selection]
     y_days = hist.intervals
     center = float(encode(y_days[train_rows]).mean()) if len(train_rows) else 0.0
     x = features(hist, owner, pos, d.look_back, center)
     y = to_bins(y_days, d.bins) if d.bins else (encode(y_days) - center).astype(np.float32)
-    params, compiled, history = train_shared(config, x, y, train_rows, val_rows, config.train.pooled_epochs, "pooled", progress)
+    weight = customer_weights(owner, pos, train, config.train.pooled_recency)
+    params, compiled, history = train_shared(config, x, y, train_rows, val_rows, config.train.pooled_epochs, "pooled",
+                                             progress, weight)
     return PooledModel(config, params, center, compiled), history
 
 
+def customer_weights(owner: np.ndarray, pos: np.ndarray, train: np.ndarray, recency: float) -> np.ndarray:
+    """[P] example weights: within each customer's training examples, recency ** (how many later ones
+    it has), normalised so that each customer sums to 1; scaled so the mean training weight is 1
+    (the loss is a weighted mean, the learning rate keeps its meaning). recency 1: every example of a
+    customer alike; 0: only its latest."""
+    later = np.zeros(len(owner), np.float64)
+    if train.any():  # examples are in customer, then position order: count the training examples after each
+        n_train = np.bincount(owner[train], minlength=int(owner.max()) + 1)
+        rank = np.cumsum(train) - 1 - np.r_[0, np.cumsum(n_train)][owner]  # 0-based index among the customer's training examples
+        later = n_train[owner] - 1 - rank
+    w = np.where(train, np.power(float(recency), later), 0.0) if recency > 0 else np.where(train & (later == 0), 1.0, 0.0)
+    totals = np.bincount(owner, weights=w)
+    w = np.where(train, w / np.maximum(totals[owner], 1e-300), 0.0)
+    return (w * train.sum() / max(w.sum(), 1e-300)).astype(np.float32)
+
+
 def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, epochs: int,
-                 desc: str, progress: bool = True) -> tuple[Any, Compiled, list[dict]]:
+                 desc: str, progress: bool = True, weight: np.ndarray | None = None) -> tuple[Any, Compiled, list[dict]]:
     """One model over examples x [P, L, F], y [P, ...]: minibatches of train.pooled_batch from a fresh
-    random subset of `train_rows` each epoch, early-stopped on `val_rows`. Returns (the parameters
-    with the best validation loss, leading axis 1; the compiled steps; the loss history)."""
+    random subset of `train_rows` each epoch (each example's loss times `weight` [P], default 1),
+    early-stopped on `val_rows`. Returns (the parameters with the best validation loss, leading
+    axis 1; the compiled steps; the loss history)."""
     t = config.train
     B = t.pooled_batch
     compiled = compile_steps(config, 1, B, n_features=x.shape[-1])
@@ -161,7 +194,7 @@ def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.nd
         sums, ns = [], []
         for k, s in enumerate(range(0, len(order), B)):
             rows = order[s : s + B]
-            xb, yb, mb = _padded(x, y, rows, B)
+            xb, yb, mb = _padded(x, y, rows, B, weight)
             drop = compiled.dropout(SEED_PAIR, seed, np.int32(epoch), np.int32(k))
             state, (ls, n) = compiled.train(state, xb, yb, mb, drop)
             sums.append(ls), ns.append(n)
@@ -181,9 +214,11 @@ def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.nd
     return jax.tree_util.tree_map(np.asarray, state.best_params), compiled, history
 
 
-def _padded(x: np.ndarray, y: np.ndarray, rows: np.ndarray, B: int):
+def _padded(x: np.ndarray, y: np.ndarray, rows: np.ndarray, B: int, weight: np.ndarray | None = None):
+    """One minibatch [1, B, ...] of `rows`, zero-padded; the mask carries each example's weight."""
     xb = np.zeros((1, B) + x.shape[1:], np.float32)
     yb = np.zeros((1, B) + y.shape[1:], y.dtype)
     mb = np.zeros((1, B), np.float32)
-    xb[0, : len(rows)], yb[0, : len(rows)], mb[0, : len(rows)] = x[rows], y[rows], 1.0
+    xb[0, : len(rows)], yb[0, : len(rows)] = x[rows], y[rows]
+    mb[0, : len(rows)] = 1.0 if weight is None else weight[rows]
     return xb, yb, mb

@@ -27,10 +27,14 @@ from jaxlstm.asof import backtest, score_later
 from jaxlstm.config import Config
 from jaxlstm.data.events import Checked, check_events, options, parse_as_of
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import customer_baselines, evaluate_run, holdout
+from jaxlstm.data.batching import customer_seeds
+from jaxlstm.data.events import ID, TIME
+from jaxlstm.data.intervals import Histories, histories
+from jaxlstm.data.windows import make_windows
+from jaxlstm.evaluate import Questions, bucket_names, customer_baselines, evaluate_run, questions
 from jaxlstm.fit import Fit, Prepared, _say, fit, for_finetuning, prepare
 from jaxlstm.pooled import fit_pooled
-from jaxlstm.predict import CLASSIC_FALLBACK, RunModel, add_unanswered, predict_frame
+from jaxlstm.predict import CLASSIC_FALLBACK, FINETUNED, PER_CUSTOMER, RunModel, add_unanswered, predict_frame
 from jaxlstm.report import write_report
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own, fit_survival
@@ -91,16 +95,20 @@ def train_all(
     t_start = time.perf_counter()
     checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of,
                            **options(config.data))
-    prep = prepare(checked.events, config)
+    d = config.data
+    hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
+    windows = make_windows(hist, d.look_back)
     explicit = as_of is not None
-    as_of = parse_as_of(as_of, config.data.timezone) if explicit else default_as_of(prep.hist.last_visit)
-    warnings = input_warnings(checked, as_of, config.data.horizon_days, source, explicit)
+    as_of = parse_as_of(as_of, d.timezone) if explicit else default_as_of(hist.last_visit)
+    warnings = input_warnings(checked, as_of, d.horizon_days, source, explicit)
     mode = config.model.mode
+    # own models learn from the visits before each customer's last one: the last is its question (evaluate.py)
+    prep = prepare(before_last_visit(checked.events), config)
     if mode == "pooled":  # the shared model answers everyone: no per-customer models to train
         prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
     if progress:
-        _say(f"{source}: {len(checked.events):,} visits of {prep.hist.n_customers:,} customers{input_summary(checked, as_of)}; "
+        _say(f"{source}: {len(checked.events):,} visits of {hist.n_customers:,} customers{input_summary(checked, as_of)}; "
              f"{len(prep.model_rows):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
     for message in warnings:
         _say(f"warning: {message}")
@@ -116,46 +124,41 @@ def train_all(
             for path in stale:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         (out / "config.toml").write_text(config.to_toml())
-    rows = prep.model_rows
-    hold = holdout(prep.hist, prep.windows, prep.is_val, config.data.look_back)
+    q = questions(hist, customer_seeds(hist.keys))
     pooled, pooled_history = None, []
-    if mode in ("auto", "pooled", "finetune") and config.train.pooled_epochs > 0 and len(prep.hist.intervals):
-        pooled, pooled_history = fit_pooled(prep.hist, hold.start, config, progress)
+    if mode in ("auto", "pooled", "finetune") and config.train.pooled_epochs > 0 and q.train_intervals(hist).any():
+        pooled, pooled_history = fit_pooled(hist, q, config, progress)
     start_from = None
     if mode == "finetune" and pooled is not None:
         prep, start_from = for_finetuning(prep, config, pooled), pooled.params
-        rows = prep.model_rows
+    rows = prep.model_rows
     result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress,
                  start_from=start_from)
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
-    has_model = np.zeros(prep.hist.n_customers, bool)
-    has_model[rows] = ~diverged
-    pooled_days = pooled.answer(prep.hist, hold.owner, hold.pos)[0] if pooled is not None else None
-    chosen, fallback_by, evaluation, holdout_frame = evaluate_run(
-        prep.hist, hold, config.data.bins, has_model, result.val_days, result.val_class, pooled_days, mode)
+    if result.state is not None:
+        own = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged,
+                       np.ones(len(rows), bool), None, pooled)
+    else:
+        own = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool), None, pooled)
+    own_days = question_answers(own, prep, hist, q, result.compiled) if len(rows) else None
+    pooled_days = pooled.answer(hist, q.owner, q.pos)[0] if pooled is not None else None
+    fallback_by, own_buckets, evaluation, holdout_frame = evaluate_run(hist, q, d.bins, pooled_days, own_days, mode)
     survival, survival_history, asof_scores = None, [], None
     if config.train.survival_epochs > 0:
         asof_scores = backtest(checked.events, as_of, config, progress) if out is not None else None  # for the report
-        survival, survival_history = fit_survival(prep.hist, as_of, config, progress)
+        survival, survival_history = fit_survival(hist, as_of, config, progress)
     own_survival = None
     if survival is not None and mode in ("per_customer", "finetune"):  # own survival models too
-        own_survival = fit_own(prep.hist, as_of, config, survival, mode == "finetune", progress,
+        own_survival = fit_own(hist, as_of, config, survival, mode == "finetune", progress,
                                out / "survival_checkpoints" if out is not None else None, resume)
-    if mode == "per_customer":
-        answers, fallback_by = np.ones(len(rows), bool), None
+    answers = np.isin(bucket_names(prep.hist.n_visits[rows] + 1), own_buckets)  # the buckets of the full history
+    if mode in ("per_customer", "finetune"):  # every own model answers; in finetune the pooled model the others
+        answers = np.ones(len(rows), bool)
+        fallback_by = {b: "pooled" for b in fallback_by} if mode == "finetune" and pooled else None
     elif mode == "pooled":
-        answers, fallback_by = np.zeros(len(rows), bool), {b: "pooled" for b in fallback_by} if pooled else None
-    elif mode == "finetune":  # every fine-tuned model answers; the pooled model the others
-        answers, fallback_by = np.ones(len(rows), bool), {b: "pooled" for b in fallback_by} if pooled else None
-    else:
-        answers = chosen[rows]
-    if result.state is not None:
-        run = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged, answers,
-                       fallback_by, pooled, survival, own_survival)
-    else:
-        run = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool),
-                       fallback_by, pooled, survival, own_survival)
-    predictions = add_unanswered(predict_frame(run, prep.hist, prep.windows, result.compiled, as_of), checked)
+        fallback_by = {b: "pooled" for b in fallback_by} if pooled else None
+    run = dataclasses.replace(own, answers=answers, fallback_by=fallback_by, survival=survival, own_survival=own_survival)
+    predictions = add_unanswered(predict_frame(run, hist, windows, result.compiled, as_of), checked)
     if out is None:
         return predictions
 
@@ -193,11 +196,27 @@ def train_all(
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = row_counts(checked, len(events))
     if len(checked.later):  # the log goes on past the as-of date: score the answers on what followed
-        metrics["after_as_of"] = score_later(predictions, customer_baselines(prep.hist), checked.later, as_of, config)
+        metrics["after_as_of"] = score_later(predictions, customer_baselines(hist), checked.later, as_of, config)
     metrics["warnings"] = warnings
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     write_report(out, metrics, holdout_frame)
     return predictions
+
+
+def before_last_visit(events: pd.DataFrame) -> pd.DataFrame:
+    """The visit log without each customer's last visit: what own models learn from, so that no model
+    has seen the question it is judged and chosen on."""
+    order = events.sort_values([ID, TIME], kind="stable")
+    return events.drop(order.groupby(ID, sort=False).tail(1).index).reset_index(drop=True)
+
+
+def question_answers(own: RunModel, prep: Prepared, hist: Histories, q: Questions, compiled) -> np.ndarray:
+    """[Q] the customers' own models' answers to their questions (NaN where a customer has none):
+    each model predicts the next interval of the history before the question, which it trained on."""
+    frame = predict_frame(own, prep.hist, prep.windows, compiled)
+    mine = frame["model"].isin([PER_CUSTOMER, FINETUNED]).to_numpy()
+    days = pd.Series(frame["predicted_interval_days"].to_numpy()[mine], index=prep.hist.keys[mine])
+    return days.reindex(hist.keys[q.owner]).to_numpy(dtype=float)
 
 
 def input_summary(checked: Checked, as_of: pd.Timestamp) -> str:
