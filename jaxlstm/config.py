@@ -109,8 +109,9 @@ class Config:
 
     @property
     def target_shape(self) -> tuple[int, ...]:
-        """Trailing shape of one window's target: (2,) for the survival head (days, censored), else ()."""
-        return (2,) if self.loss == "survival" else ()
+        """Trailing shape of one window's target: (3,) for the survival head (days, censored, where 0 days lies
+        on the target's scale: the truncation point), else ()."""
+        return (3,) if self.loss == "survival" else ()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {
