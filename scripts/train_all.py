@@ -22,6 +22,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="run folder (default: runs/<date-time>)")
     p.add_argument("--id-col", help="customer id column (default: config data.id_col = customer_id)")
     p.add_argument("--time-col", help="timestamp column (default: config data.time_col = timestamp)")
+    p.add_argument("--time-format", metavar="FORMAT",
+                   help="strftime format of the time column, e.g. '%%d/%%m/%%Y' (data.time_format; default: one reading "
+                        "inferred for the whole column, an error when day and month could be swapped)")
+    p.add_argument("--timezone", metavar="ZONE",
+                   help="count days on this clock, e.g. Europe/Berlin: zoned timestamps are converted to it (data.timezone; default UTC)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--extra-col", action="append", metavar="COLUMN",
@@ -58,7 +63,8 @@ def main(argv=None) -> None:
             raise InputError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         overrides[key.strip()] = value.strip()
     for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed), ("model.mode", args.mode),
-                       ("data.id_col", args.id_col), ("data.time_col", args.time_col), ("data.extra_cols", args.extra_col)):
+                       ("data.id_col", args.id_col), ("data.time_col", args.time_col), ("data.extra_cols", args.extra_col),
+                       ("data.time_format", args.time_format), ("data.timezone", args.timezone)):
         if value is not None:
             overrides[key] = value
     config = load_config(args.config, overrides)
@@ -83,8 +89,9 @@ def main(argv=None) -> None:
     scored = {k: v[key] for k, v in ev["overall"].items() if v[key] is not None}
     simple = [k for k in scored if k in BASELINES]
     best = (max if config.n_classes else min)(simple, key=scored.get, default=None)
-    score = (f"holdout {'accuracy' if config.n_classes else 'MAE days'}: {scored[mode]:.3f} "
-             f"(best simple baseline, {best}: {scored[best]:.3f})" if best and mode in scored else "no holdout to score")
+    score = (f"each customer's last visit predicted from the rest, {'accuracy' if config.n_classes else 'MAE days'} over "
+             f"{ev['customers']:,} headline customers: {scored[mode]:.3f} (best simple baseline, {best}: {scored[best]:.3f})"
+             if best and mode in scored else "no customer with two visits to score")
     answered = ", ".join(f"{k} {v:,}" for k, v in m["answers_by_model"].items())
     print(
         f"{m['customers']:,} customers (mode {mode}; {m['customers_with_model']:,} own models trained); answered by "
