@@ -87,9 +87,11 @@ def load_run(run_dir: str | Path) -> RunModel:
     answers, fallback_by = np.ones(len(keys), bool), None
     chosen = run_dir / "customer_metrics.parquet"
     if chosen.exists():  # written after training, with the per-customer choice of answer
-        table = pd.read_parquet(chosen, columns=["model_answers"])
-        if len(table) == len(keys):
-            answers = table["model_answers"].to_numpy(bool)
+        table = pd.read_parquet(chosen, columns=["customer_id", "model_answers"])
+        if len(table) != len(keys) or not (table["customer_id"].astype(str).to_numpy() == keys).all():
+            raise InputError(f"{chosen}: its customers are not those of the checkpoint in {ckpt} (a file from another "
+                             "run?): train the run again")
+        answers = table["model_answers"].to_numpy(bool)
     if saved is not None:
         fallback_by = saved["fallback_by_history"]
     pooled = survival = own_survival = None

@@ -7,12 +7,14 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import EXAMPLE_CSV, ROOT
 from jaxlstm import load_config, predict, train_all
 from jaxlstm.data.events import validate_events
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
+from jaxlstm.errors import InputError
 from jaxlstm.predict import load_run, predict_frame
 from jaxlstm.evaluate import BASELINES
 from jaxlstm.synth import make_customers
@@ -32,7 +34,7 @@ def test_example_log_every_customer_exactly_once(tiny, tmp_path):
     as_of = pd.Timestamp("2015-01-01")  # the day after the log's last visit
     assert (pred["predicted_next_visit"].dropna() >= as_of).all() and pred["predicted_next_visit"].notna().any()
     assert pred["p_within_30d"].between(0, 1).all() and (pred["p_within_7d"] <= pred["p_within_30d"]).all()
-    visits = raw.groupby("id").size()
+    visits = raw.drop_duplicates().groupby("id").size()  # rows at one timestamp are one visit
     by_id = pred.set_index("customer_id")
     few = by_id["n_visits"] < 5  # look_back 3 needs 5 visits for one window of its own
     assert (by_id.loc[few, "status"].isin(["too_few_visits", "ok"])).all()
@@ -47,7 +49,13 @@ def test_example_log_every_customer_exactly_once(tiny, tmp_path):
     assert (pred.loc[pred["model"] == "per_customer", "status"] == "ok").all()
     assert pred.loc[pred["status"] == "ok", "model"].isin(["per_customer", "pooled"]).all()
     assert not ((pred["model"] == "pooled") & (pred["status"] == "too_few_visits")).any()
-    assert len(pd.read_parquet(tmp_path / "run" / "customer_metrics.parquet")) == (visits >= 5).sum()  # own models trained
+    # own models learn from the visits before each customer's last (its question): 5 of them for a window
+    assert len(pd.read_parquet(tmp_path / "run" / "customer_metrics.parquet")) == (visits >= 6).sum()
+    # predict refuses a run whose per-customer choices belong to other customers, instead of trusting every own model
+    metrics = pd.read_parquet(tmp_path / "run" / "customer_metrics.parquet")
+    metrics.iloc[:-1].to_parquet(tmp_path / "run" / "customer_metrics.parquet")
+    with pytest.raises(InputError, match="customer_metrics.parquet: its customers are not those of the checkpoint"):
+        predict(tmp_path / "run", raw.rename(columns={"id": "customer_id", "date": "timestamp"}))
 
 
 def test_fallback_values():
