@@ -169,6 +169,7 @@ def train_all(
             "n_windows": counts[rows],
             "n_val": result.val_n.astype(np.int64),
             "best_epoch": (result.state.best_epoch + 1) if result.state is not None else np.zeros(0, int),
+            "epochs_trained": result.state.epochs_trained if result.state is not None else np.zeros(0, int),
             "val_loss": result.val_sum / np.where(result.val_n > 0, result.val_n, np.nan),
             ("val_error_rate" if config.n_classes else "val_mae_days"): result.val_error,
             "stopped_early": result.state.stopped & ~result.state.diverged if result.state is not None else np.zeros(0, bool),
@@ -285,8 +286,8 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
         "seconds_compile_by_function": result.compiled.seconds if result.compiled else {},  # when first compiled
         "seconds_train": result.seconds_train,
         "seconds_total": seconds_total,
-        "customers_per_s": n_model * result.epochs_run / config.train.epochs / result.seconds_train
-        if result.seconds_train > 0 and config.train.epochs else None,
+        # customers trained per second, the whole run (which ends once every customer has stopped)
+        "customers_per_s": n_model / result.seconds_train if result.seconds_train > 0 and result.epochs_run else None,
         "window_steps_per_s": windows_trained * result.epochs_run / result.seconds_train if result.seconds_train > 0 else None,
         "device": str(jax.devices()[0].device_kind),
         "chunk_shape": list(result.compiled.shape) if result.compiled else None,
