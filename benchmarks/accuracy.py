@@ -1,24 +1,35 @@
 """Per-customer accuracy of every answer mode against simple baselines (issue 13).
 
     python benchmarks/accuracy.py [--fast] [--families purchases,patterned,...] [--modes auto,pooled,...]
-                                  [--customers N] [--seed S] [--set section.key=value ...]
-                                  [--json FILE] [--md FILE | --md -]
+                                  [--protocol leave_last_out,as_of] [--customers N] [--seed S]
+                                  [--set section.key=value ...] [--json FILE] [--md FILE | --md -]
 
-Predictions are one per customer, so each customer is judged once, on one gap:
-  * generated families (jaxlstm.synth.FAMILIES): train on the whole log, judge on each customer's
-    true next gap from its last visit, generated past the log; customers without one (dropped out,
-    or not back within the horizon) are skipped and counted;
-  * `example` (tests/data/example_transactions.csv, columns id,date): leave-last-out: each
-    customer's last visit day (all its rows of that date) is hidden, the models train on the rest,
-    and the judged gap runs from the last remaining visit to the hidden day; customers with nothing
-    left are dropped and counted.
-Answers: `jaxlstm.train_all` in each mode (its `predicted_interval_days`, matched by customer_id as
-text; a customer it leaves unanswered gets the population median and is counted), and five simple
-baselines computed here from the training log, after merging rows with the same customer and
-timestamp: the population median of all gaps, the population median of each customer's latest gap,
-and the customer's median, mean and last gap (a customer without a gap gets the population median).
-Scores, per group (all judged customers; those with >= 5 distinct visit days in the training log):
-MAE in days per customer, and skill = 1 - MAE / MAE of the group's best simple baseline.
+Primary protocol (`leave_last_out`), every family and the example log, as the product is judged on real
+logs (issue 13): each customer's last visit day (all its rows of that calendar day) is hidden, and
+`jaxlstm.train_all` trains on the rest. Its `predicted_interval_days` (the next gap after the last
+visit, given the customer comes back) is scored against the hidden gap: days from the customer's
+last remaining visit to the first row of the hidden day. Customers with a single visit day have
+nothing left to train on; they are not judged, only counted. Every other customer is judged once.
+Answers: train_all in each mode (matched by customer_id as text; a customer it leaves unanswered
+gets the population median and is counted), and five simple baselines computed here from the
+training log, after merging rows with the same customer and timestamp: the population median of all
+gaps, the population median of each customer's latest gap, and the customer's median, mean and last
+gap (a customer without a gap gets the population median). Scores, per group (all judged customers;
+those with >= 5 distinct visit days in the training log): MAE in days per customer, and
+skill = 1 - MAE / MAE of the group's best simple baseline.
+
+Secondary protocol (`as_of`), only the purchase families (jaxlstm.synth.LOG_END: one log end for
+every customer): the as-of question. train_all trains on the whole generated log, as of its end; the
+truth is the generator's: each customer's first purchase after the end (none: not back within the
+horizon, or dropped out). Judged:
+  * `predicted_next_visit` (the survival model's median date given no visit since the last one; NaT:
+    more likely gone than back) in days from the log end, for the customers who come back: MAE (and the
+    median absolute error) where it gives a date, beside the classic date (last visit + predicted_interval_days, or the log end
+    where that date has passed) on the same customers; and how many of those who come back, and of
+    those who do not, get a date;
+  * the ranking: concordance (jaxlstm.asof.concordance) of `expected_wait_days` with the days from
+    the log end to the next visit (censored at the horizon), beside that of "days since last visit".
+
 Writes a markdown report (default benchmarks/ACCURACY.md, with the command and git commit) and,
 with --json, every figure.
 """
@@ -40,11 +51,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
-FAMILY_SIZES = {"purchases": 5000, "purchases_drift": 5000, "iid_exp": 3000, "patterned": 3000}  # full run
+# the full run; purchase logs are mostly single-day customers, so 20,000 leave about 1,000 judged
+# customers with >= 5 visit days per family
+FAMILY_SIZES = {"purchases": 20000, "purchases_drift": 20000, "iid_exp": 3000, "patterned": 3000}
 FAST_CUSTOMERS = 500
 MODES = ("auto", "pooled", "per_customer")
+PROTOCOLS = ("leave_last_out", "as_of")
 BASELINES = ("population_median", "population_latest_median", "customer_median", "customer_mean", "customer_last")
 MIN_DAYS = 5  # the "regular customers" group: at least this many distinct visit days
+TARGETS = {"all": 0.10, f"{MIN_DAYS}+ days": 0.07}  # issue 13: skill against the best simple baseline
 
 
 def merged_visits(log: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +89,12 @@ def simple_baselines(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def leave_last_out(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, int]:
-    """(training log, hidden gap in days per customer_id, customers dropped): each customer's last
-    visit day hidden; the gap runs from its last remaining visit to the hidden day's first row."""
+    """(training log, hidden gap in days per customer_id, customers with a single visit day).
+
+    The log's rows are merged first (merged_visits). Every row on each customer's last calendar day
+    is hidden; the rest is the training log. The hidden gap runs from the customer's last remaining
+    visit to the first row of its hidden day. A customer with a single visit day has nothing left:
+    it is neither in the training log nor judged, only counted."""
     visits = merged_visits(log)
     day = visits["timestamp"].dt.floor("D")
     last_day = day.groupby(visits["customer_id"]).transform("max")
@@ -83,36 +102,35 @@ def leave_last_out(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, int]:
     train = visits[~hidden]
     back = visits[hidden].groupby("customer_id")["timestamp"].min()
     last = train.groupby("customer_id")["timestamp"].max()
-    gap = ((back.reindex(last.index) - last).dt.total_seconds() / 86400).rename("next_gap_days")
+    gap = ((back.reindex(last.index) - last).dt.total_seconds() / 86400).rename("hidden_gap_days")
     return train.reset_index(drop=True), gap, visits["customer_id"].nunique() - len(last)
 
 
-def load_family(name: str, n: int | None, seed: int) -> tuple[pd.DataFrame, pd.Series, int]:
-    """(training log, judged gap per customer_id, customers dropped before training)."""
+def load_log(name: str, n: int | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(the whole log: customer_id, timestamp; the generator's truth, None for the example log)."""
     if name == "example":
         raw = pd.read_csv(EXAMPLE_CSV)
         log = pd.DataFrame({"customer_id": raw["id"].astype(str), "timestamp": pd.to_datetime(raw["date"])})
         if n is not None:  # a sample of customers, the same for a seed
             ids = log["customer_id"].drop_duplicates().sample(min(n, log["customer_id"].nunique()), random_state=seed)
             log = log[log["customer_id"].isin(set(ids))]
-        return leave_last_out(log)
+        return log, None
     from jaxlstm.synth import FAMILIES
 
     log, truth = FAMILIES[name](FAMILY_SIZES[name] if n is None else n, seed)
-    gap = truth.set_index(truth["customer_id"].astype(str))["next_gap_days"]
-    return log[["customer_id", "timestamp"]], gap, 0
+    return log[["customer_id", "timestamp"]], truth
 
 
-def run_mode(log: pd.DataFrame, mode: str, overrides: dict) -> tuple[pd.Series, float]:
-    """train_all's predicted_interval_days per customer_id (text), and the run's seconds."""
+def run_mode(log: pd.DataFrame, mode: str, overrides: dict, as_of: pd.Timestamp | None = None) -> tuple[pd.DataFrame, float]:
+    """train_all's predictions indexed by customer_id (text), and the run's seconds."""
     import jaxlstm
 
     config = jaxlstm.load_config(None, {**overrides, "model.mode": mode})
     t = time.perf_counter()
-    pred = jaxlstm.train_all(log, config, out_dir=None, progress=False)
+    pred = jaxlstm.train_all(log, config, out_dir=None, progress=False, as_of=as_of)
     seconds = time.perf_counter() - t
-    answer = pd.Series(pred["predicted_interval_days"].to_numpy(float), index=pred["customer_id"].astype(str))
-    return answer[~answer.index.duplicated()], seconds
+    pred = pred.set_index(pred["customer_id"].astype(str))
+    return pred[~pred.index.duplicated()], seconds
 
 
 def score(answers: pd.DataFrame, truth: pd.Series, answer_names: list[str]) -> dict:
@@ -124,63 +142,136 @@ def score(answers: pd.DataFrame, truth: pd.Series, answer_names: list[str]) -> d
     return {"customers": int(len(truth)), "mae": mae, "best_baseline": best, "skill": skill}
 
 
-def bench_family(name: str, n: int | None, seed: int, modes: list[str], overrides: dict) -> dict:
-    log, gap, dropped = load_family(name, n, seed)
-    base = simple_baselines(log)
-    judged = gap.reindex(base.index)
-    has_truth = judged.notna()
-    answers = base.loc[has_truth, list(BASELINES)].copy()
-    truth = judged[has_truth]
+def bench_leave_last_out(name: str, log: pd.DataFrame, modes: list[str], overrides: dict) -> dict:
+    train, gap, single_day = leave_last_out(log)
+    base = simple_baselines(train)
+    truth = gap.reindex(base.index)  # every customer of the training log has a hidden day
+    answers = base[list(BASELINES)].copy()
+    # predicted_interval_days never reads the survival model (it answers the as-of question), so
+    # training it here would only cost time
+    overrides = {**overrides, "train.survival_epochs": "0"}
     seconds, unanswered = {}, {}
     for mode in modes:
-        pred, seconds[mode] = run_mode(log, mode, overrides)
-        got = pred.reindex(answers.index)
+        pred, seconds[mode] = run_mode(train, mode, overrides)
+        got = pred["predicted_interval_days"].astype(float).reindex(answers.index)
         unanswered[mode] = int(got.isna().sum())
         answers[mode] = got.fillna(answers["population_median"])
-        print(f"  {name}: {mode} {seconds[mode]:.1f} s", file=sys.stderr, flush=True)
+        print(f"  {name} leave-last-out: {mode} {seconds[mode]:.1f} s", file=sys.stderr, flush=True)
     names = list(modes) + list(BASELINES)
-    regular = base.loc[has_truth, "n_days"] >= MIN_DAYS
+    regular = base["n_days"] >= MIN_DAYS
     return {
-        "customers": int(len(base) + dropped), "trained_customers": int(len(base)), "visits": int(len(log)),
-        "dropped_before_training": int(dropped), "judged": int(has_truth.sum()), "skipped_no_truth": int((~has_truth).sum()),
-        "unanswered": unanswered, "seconds": seconds,
-        "median_true_gap_days": float(truth.median()) if len(truth) else float("nan"),
+        "customers": int(len(base) + single_day), "rows": int(len(log)), "training_visits": int(len(train)),
+        "single_day_not_judged": int(single_day), "judged": int(len(truth)), "unanswered": unanswered, "seconds": seconds,
+        "median_hidden_gap_days": float(truth.median()) if len(truth) else float("nan"),
         "all": score(answers, truth, names),
         f"{MIN_DAYS}+ days": score(answers[regular], truth[regular], names) if regular.any() else None,
     }
 
 
-def markdown(results: dict, command: str, commit: str) -> str:
-    lines = ["# Per-customer accuracy (issue 13)", "",
-             f"Command: `{command}`  ", f"Commit: `{commit}`", "",
-             "Each customer is judged once, on its next gap (generated families: the true next gap after the "
-             "log; `example`: leave-last-out). MAE in days per customer; skill = 1 - MAE / MAE of the group's "
-             f"best simple baseline (in the group of all judged customers, or of those with >= {MIN_DAYS} "
-             "distinct visit days). Written by `benchmarks/accuracy.py`.", "",
-             "## Summary: skill of each mode against the best simple baseline", ""]
+def bench_as_of(name: str, log: pd.DataFrame, truth: pd.DataFrame, end: pd.Timestamp, horizon: float,
+                modes: list[str], overrides: dict) -> dict:
+    from jaxlstm.asof import concordance
+
+    truth = truth.set_index(truth["customer_id"].astype(str))
+    day = pd.Timedelta(days=1)
+    back = truth["next_visit"].notna().to_numpy()
+    true_days = ((truth["next_visit"] - end) / day).to_numpy(float)  # NaN: not back within the horizon
+    censored = np.where(back, true_days, horizon)
+    since = ((end - truth["last_visit"]) / day).to_numpy(float)
+    out = {"customers": int(len(truth)), "back": int(back.sum()), "horizon_days": horizon, "log_end": str(end),
+           "median_days_to_next_visit": float(np.median(true_days[back])) if back.any() else float("nan"),
+           "concordance_days_since_last_visit": concordance(since, censored, back), "modes": {}}
+    for mode in modes:
+        pred, seconds = run_mode(log, mode, overrides, as_of=end)
+        pred = pred.reindex(truth.index)
+        print(f"  {name} as-of: {mode} {seconds:.1f} s", file=sys.stderr, flush=True)
+        wait = pred["expected_wait_days"].to_numpy(float)
+        if np.isnan(wait).all():  # no survival model (train.survival_epochs = 0): no as-of answers to judge
+            out["modes"][mode] = None
+            continue
+        days = ((pd.to_datetime(pred["predicted_next_visit"]) - end) / day).to_numpy(float)  # NaN: NaT, "gone"
+        classic = pd.to_datetime(pred["last_visit"]) + pd.to_timedelta(pred["predicted_interval_days"].astype(float), unit="D")
+        classic = np.maximum(((classic - end) / day).to_numpy(float), 0.0)  # a date already passed: the log end
+        dated = np.isfinite(days)
+        judged = back & dated
+        out["modes"][mode] = {
+            "seconds": seconds, "back_dated": int(judged.sum()), "back_gone": int((back & ~dated).sum()),
+            "not_back_dated": int((~back & dated).sum()), "not_back_gone": int((~back & ~dated).sum()),
+            "mae_days": float(np.abs(days - true_days)[judged].mean()) if judged.any() else float("nan"),
+            "mae_days_classic": float(np.abs(classic - true_days)[judged].mean()) if judged.any() else float("nan"),
+            # a few far-off median dates can carry the MAE: the median error shows the typical customer
+            "median_abs_error_days": float(np.median(np.abs(days - true_days)[judged])) if judged.any() else float("nan"),
+            "median_abs_error_days_classic": float(np.median(np.abs(classic - true_days)[judged])) if judged.any() else float("nan"),
+            "concordance_expected_wait": concordance(wait, censored, back),
+        }
+    return out
+
+
+def _cell(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:+.1%}"
+
+
+def markdown(results: dict) -> str:
     modes = results["modes"]
-    head = "| family | judged (5+ days) | best baseline | " + " | ".join(f"{m} all / 5+" for m in modes) + " |"
-    lines += [head, "|" + "---|" * (3 + len(modes))]
-    for fam, r in results["families"].items():
+    lines = ["# Per-customer accuracy (issue 13)", "",
+             f"Command: `{results['command']}`  ", f"Commit: `{results['commit']}`  ",
+             f"Seconds: {results['seconds']:.0f}", "",
+             "Written by `benchmarks/accuracy.py` (its docstring has the full protocol)."]
+    llo = {f: r["leave_last_out"] for f, r in results["families"].items() if r.get("leave_last_out")}
+    if llo:
+        lines += ["", "## Leave-last-out: `predicted_interval_days` (the primary protocol)", "",
+                  "Each customer's last visit day is hidden and every mode trains on the rest; "
+                  "`predicted_interval_days` is scored against the hidden gap (days from the last remaining visit to the "
+                  "hidden day's first row). Customers with a single visit day are not judged. MAE in days per customer; "
+                  "skill = 1 - MAE / MAE of the group's best simple baseline, for all judged customers and for those with "
+                  f">= {MIN_DAYS} distinct visit days in the training log. Targets (issue 13): skill >= "
+                  f"{TARGETS['all']:+.0%} for all, >= {TARGETS[f'{MIN_DAYS}+ days']:+.0%} for {MIN_DAYS}+ days.", "",
+                  "| family | judged (5+ days) | single visit day, not judged | best baseline all / 5+ | "
+                  + " | ".join(f"{m} all / 5+" for m in modes) + " |", "|" + "---|" * (4 + len(modes))]
+        for fam, r in llo.items():
+            reg = r[f"{MIN_DAYS}+ days"]
+            cells = [_cell(r["all"]["skill"][m]) + " / " + (_cell(reg["skill"][m]) if reg else "-") for m in modes]
+            lines.append(f"| {fam} | {r['judged']:,} ({reg['customers'] if reg else 0:,}) | {r['single_day_not_judged']:,} | "
+                         f"{r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | " + " | ".join(cells) + " |")
+    asof = {f: r["as_of"] for f, r in results["families"].items() if r.get("as_of")}
+    if asof:
+        lines += ["", "## As of the log's end: `predicted_next_visit` and the ranking (secondary; purchase families)", "",
+                  "Every mode trains on the whole generated log, as of its end; the truth is each customer's first purchase "
+                  "after the end (the generator's; none within the horizon or dropped out: not back). "
+                  "`predicted_next_visit` (NaT: more likely gone than back) in days from the log end, MAE over the customers "
+                  "who come back and get a date (and the median absolute error), beside the classic date (last visit + `predicted_interval_days`, the log "
+                  "end where that has passed) on the same customers. Concordance: `expected_wait_days` and days since the "
+                  "last visit against the days to the next visit, censored at the horizon.", "",
+                  "| family | mode | customers (back) | back: dated / NaT | not back: dated / NaT | MAE (median abs. error) days: model / classic | "
+                  "concordance: expected_wait / days since last visit |", "|---|---|---|---|---|---|---|"]
+        for fam, r in asof.items():
+            for m, a in r["modes"].items():
+                if a is None:
+                    lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | no survival model | | | |")
+                    continue
+                lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | {a['back_dated']:,} / {a['back_gone']:,} | "
+                             f"{a['not_back_dated']:,} / {a['not_back_gone']:,} | {a['mae_days']:.1f} ({a['median_abs_error_days']:.1f}) / "
+                             f"{a['mae_days_classic']:.1f} ({a['median_abs_error_days_classic']:.1f}) | "
+                             f"{a['concordance_expected_wait']:.3f} / {r['concordance_days_since_last_visit']:.3f} |")
+        lines += ["", "Log end, horizon and median days from the end to the next visit (of those back): "
+                  + "; ".join(f"{fam} {r['log_end'][:10]}, {r['horizon_days']:.0f} days, {r['median_days_to_next_visit']:.1f}"
+                              for fam, r in asof.items()) + "."]
+    for fam, r in llo.items():
         reg = r[f"{MIN_DAYS}+ days"]
-        cells = [f"{r['all']['skill'][m]:+.1%} / " + (f"{reg['skill'][m]:+.1%}" if reg else "-") for m in modes]
-        lines.append(f"| {fam} | {r['judged']:,} ({reg['customers'] if reg else 0:,}) | {r['all']['best_baseline']}"
-                     + (f" / {reg['best_baseline']}" if reg else "") + " | " + " | ".join(cells) + " |")
-    for fam, r in results["families"].items():
-        reg = r[f"{MIN_DAYS}+ days"]
-        lines += ["", f"## {fam}", "",
-                  f"{r['customers']:,} customers, {r['visits']:,} training rows; judged {r['judged']:,} "
-                  f"(skipped without a true next gap: {r['skipped_no_truth']:,}; dropped before training: "
-                  f"{r['dropped_before_training']:,}); {reg['customers'] if reg else 0:,} judged with >= {MIN_DAYS} "
-                  f"visit days. Median judged gap {r['median_true_gap_days']:.1f} days. Seconds per mode: "
+        lines += ["", f"## Leave-last-out: {fam}", "",
+                  f"{r['customers']:,} customers, {r['rows']:,} rows; {r['training_visits']:,} training visits (rows merged); "
+                  f"judged {r['judged']:,}, {reg['customers'] if reg else 0:,} of them with >= {MIN_DAYS} visit days; "
+                  f"{r['single_day_not_judged']:,} with a single visit day, not judged. "
+                  f"Median hidden gap {r['median_hidden_gap_days']:.1f} days. Seconds per mode: "
                   + ", ".join(f"{m} {s:.0f}" for m, s in r["seconds"].items())
                   + (". Unanswered (population median used): " + ", ".join(f"{m} {u}" for m, u in r["unanswered"].items() if u)
                      if any(r["unanswered"].values()) else "") + ".", "",
                   "| answer | MAE all | skill all | MAE 5+ days | skill 5+ days |", "|---|---|---|---|---|"]
         for k in r["all"]["mae"]:
             best = " (best baseline)" if k == r["all"]["best_baseline"] else ""
-            reg_cells = f"{reg['mae'][k]:.2f} | {reg['skill'][k]:+.1%}" if reg else "- | -"
-            lines.append(f"| {k}{best} | {r['all']['mae'][k]:.2f} | {r['all']['skill'][k]:+.1%} | {reg_cells} |")
+            best5 = " (best)" if reg and k == reg["best_baseline"] else ""
+            reg_cells = f"{reg['mae'][k]:.2f}{best5} | {_cell(reg['skill'][k])}" if reg else "- | -"
+            lines.append(f"| {k}{best} | {r['all']['mae'][k]:.2f} | {_cell(r['all']['skill'][k])} | {reg_cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,14 +292,16 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def main(argv=None) -> None:
-    from jaxlstm.synth import FAMILIES
+    from jaxlstm.synth import FAMILIES, LOG_END
 
     families_all = [*FAMILIES, "example"]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", default=",".join(families_all), help=f"comma-separated: {', '.join(families_all)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated: auto, pooled, per_customer, finetune")
+    p.add_argument("--protocol", default=",".join(PROTOCOLS),
+                   help="comma-separated: leave_last_out (every family), as_of (purchase families only)")
     p.add_argument("--customers", type=int, help="customers per family (default: the full run's sizes; example: all 5,000)")
-    p.add_argument("--fast", action="store_true", help=f"a smoke run: {FAST_CUSTOMERS} customers per family, train.survival_epochs=0 unless --set")
+    p.add_argument("--fast", action="store_true", help=f"a smoke run: {FAST_CUSTOMERS} customers per family")
     p.add_argument("--seed", type=int, default=0, help="the generated logs' seed (the training seed is train.seed)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override, passed to every run")
     p.add_argument("--json", help="write every figure here")
@@ -216,14 +309,14 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     families = [f for f in args.families.split(",") if f]
     modes = [m for m in args.modes.split(",") if m]
-    bad = [f for f in families if f not in families_all] + [m for m in modes if m not in (*MODES, "finetune")]
-    if bad or not families or not modes:
-        fail(f"unknown family or mode: {', '.join(bad) or '(none given)'}")
+    protocols = [x for x in args.protocol.split(",") if x]
+    bad = ([f for f in families if f not in families_all] + [m for m in modes if m not in (*MODES, "finetune")]
+           + [x for x in protocols if x not in PROTOCOLS])
+    if bad or not families or not modes or not protocols:
+        fail(f"unknown family, mode or protocol: {', '.join(bad) or '(none given)'}")
     if args.customers is not None and args.customers < 1:
         fail("--customers must be >= 1")
     overrides = parse_sets(args.set)
-    if args.fast:  # compiling the survival model is a third of a small run; predicted_interval_days does not read it
-        overrides.setdefault("train.survival_epochs", "0")
     import jaxlstm
 
     try:
@@ -234,12 +327,18 @@ def main(argv=None) -> None:
 
     command = "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    results = {"command": command.strip(), "commit": commit, "overrides": overrides, "modes": modes, "seed": args.seed, "families": {}}
+    results = {"command": command.strip(), "commit": commit, "overrides": overrides, "modes": modes, "protocols": protocols,
+               "seed": args.seed, "families": {}}
     t = time.perf_counter()
     for fam in families:
-        results["families"][fam] = bench_family(fam, n, args.seed, modes, overrides)
+        log, truth = load_log(fam, n, args.seed)
+        r = results["families"][fam] = {}
+        if "leave_last_out" in protocols:
+            r["leave_last_out"] = bench_leave_last_out(fam, log, modes, overrides)
+        if "as_of" in protocols and fam in LOG_END:
+            r["as_of"] = bench_as_of(fam, log, truth, *LOG_END[fam], modes, overrides)
     results["seconds"] = time.perf_counter() - t
-    md = markdown(results, results["command"], commit)
+    md = markdown(results)
     print(md)
     if args.md != "-":
         Path(args.md).write_text(md)

@@ -103,6 +103,11 @@ def make_log(
 
 # --- Purchase logs with a known future (issue 13): what real shop logs look like, and the truth to judge on ---
 
+PURCHASE_START = "2022-01-01"  # make_purchases's defaults: the log runs PURCHASE_DAYS from PURCHASE_START,
+PURCHASE_DAYS = 540.0  # and its truth is the first purchase within PURCHASE_HORIZON_DAYS after the end
+PURCHASE_HORIZON_DAYS = 365.0
+
+
 def _age_at(hazard: float, lam0: float, decay: float, decay_days: float) -> float:
     """The customer age (days since its first purchase) at which the cumulative purchase hazard
     reaches `hazard`, for the rate lam0 * (1 + age / decay_days) ** -decay (inf: never, when a
@@ -118,8 +123,8 @@ def _age_at(hazard: float, lam0: float, decay: float, decay_days: float) -> floa
 def make_purchases(
     n: int = 5000,
     seed: int = 0,
-    days: float = 540.0,
-    start: str = "2022-01-01",
+    days: float = PURCHASE_DAYS,
+    start: str = PURCHASE_START,
     *,
     mean_gap: float = 40.0,
     rate_shape: float = 1.5,
@@ -131,7 +136,7 @@ def make_purchases(
     repeat_share: float = 0.12,
     same_time_share: float = 0.5,
     date_only: bool = False,
-    horizon_days: float = 365.0,
+    horizon_days: float = PURCHASE_HORIZON_DAYS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A shop's purchase log over `days` days, and each customer's true next visit after it.
 
@@ -259,7 +264,7 @@ def make_patterned(n: int = 4000, seed: int = 0, visits: tuple[int, int] = (6, 4
 
 
 # Benchmark families (benchmarks/accuracy.py): name -> f(n, seed) -> (log, truth), truth with
-# customer_id and next_gap_days (the true next gap from the customer's last visit; NaN: none).
+# customer_id, next_visit and next_gap_days (the true next visit after the customer's last one; NaT/NaN: none).
 FAMILIES = {
     "purchases": lambda n, seed: make_purchases(n, seed),
     # customers slow down fast as they age: the latest gaps say more than the customer's median
@@ -267,3 +272,9 @@ FAMILIES = {
     "iid_exp": lambda n, seed: make_iid_exponential(n, seed),
     "patterned": lambda n, seed: make_patterned(n, seed),
 }
+
+# The families whose customers share one log end, so that the truth (each customer's first purchase
+# after it, NaT when none within the horizon) answers the as-of question "who comes back, and when,
+# as of the end": name -> (the log's end, the truth's horizon in days).
+LOG_END = {name: (pd.Timestamp(PURCHASE_START) + pd.Timedelta(days=PURCHASE_DAYS), PURCHASE_HORIZON_DAYS)
+           for name in ("purchases", "purchases_drift")}

@@ -105,3 +105,66 @@ def test_iid_exponential_truth_matches_the_customers_mean():
     gaps = log.groupby("customer_id")["timestamp"].diff().dt.total_seconds().dropna() / 86400
     assert gaps.mean() == pytest.approx(10.0, rel=0.02) and truth["next_gap_days"].mean() == pytest.approx(10.0, rel=0.08)
 
+
+
+def _accuracy_module():
+    """benchmarks/accuracy.py, imported by path (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("date_only", [False, True])
+def test_leave_last_out_hides_each_customers_last_day(date_only):
+    accuracy = _accuracy_module()
+    log, _ = make_purchases(800, 0, date_only=date_only)
+    train, gap, single_day = accuracy.leave_last_out(log)
+    merged = accuracy.merged_visits(log)  # identical customer+timestamp rows are one visit
+    day = merged["timestamp"].dt.floor("D")
+    last_day = day.groupby(merged["customer_id"]).transform("max")
+    # hidden: exactly the rows of each customer's last calendar day; the training log is the rest
+    hidden = merged[day == last_day]
+    kept = merged[day < last_day].reset_index(drop=True)
+    pd.testing.assert_frame_equal(train, kept)
+    assert len(train) + len(hidden) == len(merged)
+    rows_on_last_day = hidden.groupby("customer_id").size()
+    if date_only:  # a day's rows are identical: one visit once merged
+        assert (rows_on_last_day == 1).all() and log.duplicated(["customer_id", "timestamp"]).any()
+    else:  # some last days hold several visits, all hidden
+        assert (rows_on_last_day > 1).any()
+    # customers with a single visit day: nothing left to train on, not judged, counted
+    n_days = day.groupby(merged["customer_id"]).nunique()
+    assert single_day == int((n_days == 1).sum()) > 0
+    assert set(train["customer_id"]) == set(n_days.index[n_days > 1]) == set(gap.index)
+    # the truth: days from the last remaining visit to the first row of the hidden day
+    first_hidden = hidden.groupby("customer_id")["timestamp"].min()
+    last_kept = train.groupby("customer_id")["timestamp"].max()
+    expected = (first_hidden.reindex(last_kept.index) - last_kept) / pd.Timedelta(days=1)
+    np.testing.assert_allclose(gap.reindex(expected.index).to_numpy(), expected.to_numpy())
+    assert (gap > 0).all()
+
+
+def test_leave_last_out_by_hand():
+    accuracy = _accuracy_module()
+    t = pd.Timestamp
+    log = pd.DataFrame({
+        "customer_id": ["a", "a", "a", "a", "a", "b", "b", "c", "c"],
+        "timestamp": [t("2023-01-01 09:00"), t("2023-01-05 10:00"), t("2023-01-11 08:00"), t("2023-01-11 08:00"),
+                      t("2023-01-11 17:00"), t("2023-02-01 12:00"), t("2023-02-01 13:00"), t("2023-03-01"), t("2023-03-04")],
+    })
+    train, gap, single_day = accuracy.leave_last_out(log)
+    assert single_day == 1  # b: both rows on one day
+    assert train["customer_id"].tolist() == ["a", "a", "c"]
+    assert train["timestamp"].tolist() == [t("2023-01-01 09:00"), t("2023-01-05 10:00"), t("2023-03-01")]
+    # a: from 01-05 10:00 to the hidden day's first row, 01-11 08:00; c: 3 days
+    assert gap.to_dict() == pytest.approx({"a": 5 + 22 / 24, "c": 3.0})
+    # the baselines see only the training log: a's one gap, c has none (the population median)
+    base = accuracy.simple_baselines(train)
+    assert base.loc["a", "customer_last"] == pytest.approx(4 + 1 / 24)
+    assert base.loc["c", "customer_median"] == pytest.approx(4 + 1 / 24)
+    assert base["n_days"].to_dict() == {"a": 2, "c": 1}
