@@ -8,6 +8,7 @@ so a typo never silently becomes a default.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ class ModelConfig:
     # recipe); "pooled": the shared model answers everyone (no per-customer training); "finetune":
     # every customer's own model starts from the shared model's weights and answers
     mode: str = "auto"
+    # with extra columns: "concat" feeds every sequence (the gaps, each extra column) to one LSTM stack;
+    # "separate" gives each sequence its own stack and concatenates their last outputs into the dense layers
+    # (the classic recipe's layout)
+    sequences: str = "concat"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,26 +146,91 @@ def _toml_value(v: Any) -> str:
     return repr(v)
 
 
-def _coerce(section: str, key: str, value: Any) -> Any:
-    cls = _SECTIONS[section]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def _field(section: str, key: str) -> dataclasses.Field:
+    fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
     if key not in fields:
         raise InputError(f"unknown config key '{section}.{key}' (known: {', '.join(sorted(fields))})")
-    default = fields[key].default
+    return fields[key]
+
+
+def _kind(section: str, key: str) -> tuple[str, type | None]:
+    """(what the key takes, in words; the element type of a list key, else None)."""
+    default = _field(section, key).default
+    if isinstance(default, tuple):
+        item = str if key == "extra_cols" else int if section == "model" else float
+        return {str: "a list of strings", int: "a list of integers", float: "a list of numbers"}[item], item
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)], None
+
+
+def _typed(value: Any, kind: type) -> Any:
+    """value as `kind` where TOML's types allow it (an integer is a number; nothing else converts); else ValueError."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
+def _coerce(section: str, key: str, value: Any) -> Any:
+    """A config value checked against its key's type, as a config file's are: no text is read as a number."""
+    default = _field(section, key).default
+    words, item = _kind(section, key)
     try:
-        if isinstance(default, tuple):
-            items = value if isinstance(value, (list, tuple)) else [x for x in str(value).split(",") if x.strip()]
-            kind = str if key == "extra_cols" else int if section == "model" else float
-            return tuple(kind(x) for x in items)
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return bool(value)
-        return type(default)(value)
-    except (TypeError, ValueError):
-        raise InputError(f"config key '{section}.{key}': cannot read {value!r} as {type(default).__name__}") from None
+        if item is not None:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            return tuple(_typed(x, item) for x in value)
+        return _typed(value, type(default))
+    except ValueError:
+        raise InputError(f"config key '{section}.{key}' takes {words}, got {value!r}") from None
+
+
+def read_value(dotted: str, text: str) -> Any:
+    """The value of `section.key` written as TOML text (what `--set section.key=TEXT` gives): lists, strings,
+    numbers, booleans, e.g. `[7, 30, 90]`, `"relu"`, `0.01`, `true`. A string key also takes its text bare
+    (`model.mode=pooled`, `data.timezone=Europe/Berlin`): the key's type decides, nothing is guessed."""
+    section, key = _split(dotted)
+    words, item = _kind(section, key)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if type(_field(section, key).default) is str:
+            return text
+        hint = f" (a TOML list, e.g. {dotted}=[{', '.join(x.strip() for x in text.split(','))}])" if item and "," in text else ""
+        raise InputError(f"--set {dotted}={text}: '{dotted}' takes {words}, got {text!r}{hint}") from None
+    if type(_field(section, key).default) is str and not isinstance(value, str):
+        return text  # e.g. a column named 2024: the key takes text
+    try:
+        return _coerce(section, key, value)
+    except InputError:
+        raise InputError(f"--set {dotted}={text}: '{dotted}' takes {words}, got {text!r}") from None
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """{"section.key": typed value} of `--set section.key=VALUE` arguments (VALUE as TOML, see read_value);
+    a key set twice is an error."""
+    out: dict[str, Any] = {}
+    for item in items:
+        dotted, eq, text = item.partition("=")
+        dotted = dotted.strip()
+        if not eq or not dotted:
+            raise InputError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        if dotted in out:
+            raise InputError(f"--set {dotted} given twice: give it once")
+        out[dotted] = read_value(dotted, text.strip())
+    return out
+
+
+def _split(dotted: str) -> tuple[str, str]:
+    section, _, key = dotted.partition(".")
+    if section not in _SECTIONS or not key:
+        raise InputError(f"override '{dotted}' must look like section.key with section in data, model, train")
+    _field(section, key)
+    return section, key
 
 
 def from_dict(tree: dict[str, dict[str, Any]], base: Config | None = None) -> Config:
@@ -182,7 +252,8 @@ def from_dict(tree: dict[str, dict[str, Any]], base: Config | None = None) -> Co
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load a TOML config (or the defaults), then apply {"section.key": value} overrides."""
+    """Load a TOML config (or the defaults), then apply {"section.key": value} overrides (a value of the key's
+    type, or its TOML text, e.g. "[7, 30]" for data.bins). Every value is type-checked as a config file's is."""
     tree: dict[str, dict[str, Any]] = {}
     if path is not None:
         try:
@@ -192,9 +263,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except tomllib.TOMLDecodeError as e:
             raise InputError(f"config file {path}: {e}") from None
     for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if section not in _SECTIONS or not key:
-            raise InputError(f"override '{dotted}' must look like section.key with section in data, model, train")
+        section, key = _split(dotted)
+        if isinstance(value, str) and type(_field(section, key).default) is not str:
+            value = read_value(dotted, value)  # text for a number, list or boolean: read as TOML, as --set does
         tree.setdefault(section, {})[key] = value
     return from_dict(tree)
 
@@ -217,6 +288,7 @@ def validate(config: Config) -> None:
         (m.loss in ("mse", "mae", "pinball"), f"model.loss must be 'mse', 'mae' or 'pinball', got '{m.loss}'"),
         (0.0 < m.quantile < 1.0, f"model.quantile must be in (0, 1), got {m.quantile}"),
         (m.mode in MODES, f"model.mode must be one of {', '.join(MODES)}, got '{m.mode}'"),
+        (m.sequences in ("concat", "separate"), f"model.sequences must be 'concat' or 'separate', got '{m.sequences}'"),
         (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
