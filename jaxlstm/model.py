@@ -1,5 +1,7 @@
 """The next-visit forecaster for ONE customer: stacked Flax LSTM cells scanned over the window,
-dropout while training, dense layers, then a regression or classification head.
+dropout while training, dense layers, then a regression or classification head. With
+model.sequences = "separate", each extra column's sequence has its own LSTM stack and the stacks'
+last outputs are concatenated before the dense layers (the classic recipe's layout).
 
 No customer axis here: `step.py` vmaps these functions over customers.
 """
@@ -56,18 +58,26 @@ class Forecaster(nn.Module):
     dense_activation: str
     n_out: int
     fused: bool = True  # forward() computes each layer's gates as one matmul (same parameters)
+    # model.sequences = "separate": each extra column's sequence runs through its own LSTM stack
+    separate_extra: int = 0  # how many extra columns (data.extra_cols) get a stack of their own
+    summary: int = 0  # summary features (data.summary_features) travel with the gaps, last in x
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout: jax.Array | None = None) -> jax.Array:
-        h = x
-        for i in range(self.lstm_layers):
-            cell = nn.OptimizedLSTMCell(self.units, activation_fn=_ACT[self.lstm_activation], name=f"lstm_{i}")
-            # windows are a few steps long: unrolling the scan fully runs ~15% faster on CPU
-            h = nn.RNN(cell, unroll=x.shape[1], name=f"rnn_{i}")(h)  # [B, L, units]
-            if i == self.lstm_layers - 1:
-                h = h[:, -1]  # the last LSTM layer returns its final output only: [B, units]
-            if dropout is not None:
-                h = h * (dropout[i][:, None, :] if h.ndim == 3 else dropout[i])
+        outs = []
+        for s, cols in enumerate(sequence_columns(x.shape[-1], self.separate_extra, self.summary)):
+            h = x[..., cols] if s or len(cols) < x.shape[-1] else x
+            for i in range(self.lstm_layers):
+                name = f"lstm_{i}" if s == 0 else f"seq{s}_lstm_{i}"
+                cell = nn.OptimizedLSTMCell(self.units, activation_fn=_ACT[self.lstm_activation], name=name)
+                # windows are a few steps long: unrolling the scan fully runs ~15% faster on CPU
+                h = nn.RNN(cell, unroll=x.shape[1], name=name.replace("lstm", "rnn"))(h)  # [B, L, units]
+                if i == self.lstm_layers - 1:
+                    h = h[:, -1]  # the last LSTM layer returns its final output only: [B, units]
+                if dropout is not None:
+                    h = h * (dropout[i][:, None, :] if h.ndim == 3 else dropout[i])
+            outs.append(h)
+        h = outs[0] if len(outs) == 1 else jnp.concatenate(outs, -1)  # the stacks' last outputs, side by side
         for j, width in enumerate(self.dense):
             h = _ACT[self.dense_activation](nn.Dense(width, name=f"dense_{j}")(h))
         return nn.Dense(self.n_out, name="head")(h)
@@ -84,7 +94,18 @@ def build_model(config: Config) -> Forecaster:
         dense_activation=m.dense_activation,
         n_out=config.n_outputs,
         fused=m.cell == "fused",
+        separate_extra=len(config.data.extra_cols) if m.sequences == "separate" else 0,
+        summary=4 if config.data.summary_features else 0,
     )
+
+
+def sequence_columns(n_features: int, separate_extra: int, summary: int) -> list[np.ndarray]:
+    """The input columns of each LSTM stack: the gaps' features (with the summary features, which
+    describe the gaps) first, then one stack per separate extra column. Inputs are laid out
+    [gap features..., extra columns..., summary features...] (data/batching.py, pooled.features)."""
+    base = n_features - separate_extra - summary
+    gaps = np.r_[np.arange(base), np.arange(base + separate_extra, n_features)]
+    return [gaps] + [np.array([base + j]) for j in range(separate_extra)]
 
 
 _GATES = ("i", "f", "g", "o")  # OptimizedLSTMCell's gate order: input, forget, cell, output
@@ -102,18 +123,21 @@ def forward(model: Forecaster, params, x: jax.Array, dropout: jax.Array | None =
     """
     if not model.fused:
         return model.apply({"params": params}, x, dropout)
-    h_seq = x
-    for i in range(model.lstm_layers):
-        p = params[f"lstm_{i}"]
-        w_in = jnp.concatenate([p[f"i{g}"]["kernel"] for g in _GATES], axis=1)  # [I, 4H]
-        w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in _GATES], axis=1)  # [H, 4H]
-        bias = jnp.concatenate([p[f"h{g}"]["bias"] for g in _GATES])
-        h_seq = lstm_layer(model.lstm_activation, w_in, w_h, bias, h_seq)  # [B, L, H]
-        if i == model.lstm_layers - 1:
-            h_seq = h_seq[:, -1]  # the last LSTM layer returns its final output only: [B, H]
-        if dropout is not None:
-            h_seq = h_seq * (dropout[i][:, None, :] if h_seq.ndim == 3 else dropout[i])
-    out = h_seq
+    outs = []
+    for s, cols in enumerate(sequence_columns(x.shape[-1], model.separate_extra, model.summary)):
+        h_seq = x[..., cols] if s or len(cols) < x.shape[-1] else x
+        for i in range(model.lstm_layers):
+            p = params[f"lstm_{i}" if s == 0 else f"seq{s}_lstm_{i}"]
+            w_in = jnp.concatenate([p[f"i{g}"]["kernel"] for g in _GATES], axis=1)  # [I, 4H]
+            w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in _GATES], axis=1)  # [H, 4H]
+            bias = jnp.concatenate([p[f"h{g}"]["bias"] for g in _GATES])
+            h_seq = lstm_layer(model.lstm_activation, w_in, w_h, bias, h_seq)  # [B, L, H]
+            if i == model.lstm_layers - 1:
+                h_seq = h_seq[:, -1]  # the last LSTM layer returns its final output only: [B, H]
+            if dropout is not None:
+                h_seq = h_seq * (dropout[i][:, None, :] if h_seq.ndim == 3 else dropout[i])
+        outs.append(h_seq)
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, -1)
     for j in range(len(model.dense)):
         d = params[f"dense_{j}"]
         out = _ACT[model.dense_activation](_matmul(out, d["kernel"]) + d["bias"])
@@ -208,9 +232,10 @@ def _matmul(a: jax.Array, w: jax.Array) -> jax.Array:
 def init_params(model: Forecaster, key: jax.Array, look_back: int, n_features: int, forget_bias: float):
     """Parameters for one customer. Adds `forget_bias` to each LSTM forget gate, as Keras does."""
     params = model.init(key, jnp.zeros((1, look_back, n_features)))["params"]
-    for i in range(model.lstm_layers):
-        hf = params[f"lstm_{i}"]["hf"]  # nn.RNN hoists its cell's parameters to this level
-        hf["bias"] = hf["bias"] + forget_bias
+    for name in params:
+        if "lstm_" in name:
+            hf = params[name]["hf"]  # nn.RNN hoists its cell's parameters to this level
+            hf["bias"] = hf["bias"] + forget_bias
     return params
 
 

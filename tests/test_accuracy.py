@@ -164,20 +164,23 @@ def _basket_log(n, seed):
 def test_an_extra_column_carries_its_signal_into_the_models(tmp_path):
     log = _basket_log(150, seed=0)
     mae = {}
-    for extra in ([], ["amount"]):
+    for extra, sequences in (([], "concat"), (["amount"], "concat"), (["amount"], "separate")):
         cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "pooled", "data.extra_cols": extra,
+                                                            "model.sequences": sequences,
                                                             "train.pooled_epochs": 10, "train.survival_epochs": 1})
-        train_all(log, cfg, tmp_path / f"run{len(extra)}", progress=False)
-        ev = json.loads((tmp_path / f"run{len(extra)}" / "metrics.json").read_text())["evaluation"]["overall"]
-        mae[len(extra)] = ev["pooled"]["mae_days"]
-    print(f"holdout MAE days, pooled: {mae[0]:.2f} without the amount, {mae[1]:.2f} with it")
-    assert mae[1] < 0.8 * mae[0]
+        name = f"run{len(extra)}{sequences}"
+        train_all(log, cfg, tmp_path / name, progress=False)
+        ev = json.loads((tmp_path / name / "metrics.json").read_text())["evaluation"]["overall"]
+        mae[name] = ev["pooled"]["mae_days"]
+    print(f"per-customer MAE days, pooled: {mae}")
+    # one stack over the joint inputs, or the amount in a stack of its own: both learn what the amount says
+    assert mae["run1concat"] < 0.8 * mae["run0concat"] and mae["run1separate"] < 0.8 * mae["run0concat"]
     # predictions from the run folder read the column from the new log, and need it
-    pred = predict(tmp_path / "run1", log)
+    pred = predict(tmp_path / "run1concat", log)
     assert pred["predicted_interval_days"].notna().all()
     with pytest.raises(InputError, match="missing column 'amount'"):
-        predict(tmp_path / "run1", log.drop(columns="amount"))
+        predict(tmp_path / "run1concat", log.drop(columns="amount"))
     bad = log.astype({"amount": object})
     bad.loc[3, "amount"] = "lots"
     with pytest.raises(InputError, match=r"column 'amount': missing or not a number at rows 3, e.g. 'lots'"):
-        predict(tmp_path / "run1", bad)
+        predict(tmp_path / "run1concat", bad)
