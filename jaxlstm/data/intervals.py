@@ -63,7 +63,7 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
     times = events[TIME].to_numpy("datetime64[ns]")
     order = np.lexsort((times, codes))
     codes, times = codes[order], times[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
     ids = np.asarray(uniques, dtype=object)[codes[starts]]
     n_visits = np.diff(np.r_[starts, len(codes)])
     # microseconds, not nanoseconds: a gap of more than 292 years overflows int64 nanoseconds
@@ -73,7 +73,7 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
     same_customer[starts] = False  # the first visit of a customer starts no interval
     intervals = gaps[same_customer[1:]]
     offsets = np.r_[0, np.cumsum(n_visits - 1)].astype(np.int64)
-    last = np.r_[starts[1:], len(codes)] - 1
+    last = np.r_[starts[1:], len(codes)][: len(starts)] - 1
     values = events[list(extra_cols)].to_numpy(np.float64)[order] if extra_cols else np.zeros((len(codes), 0))
     values = np.sign(values) * np.log1p(np.abs(values))  # amounts span decades: compress like the intervals
     extras = values[1:][same_customer[1:]]
