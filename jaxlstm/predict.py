@@ -21,16 +21,22 @@ from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
 from jaxlstm.fit import checkpoint_tree, forward_each
-from jaxlstm.evaluate import BUCKETS, customer_baselines, fallback_kind, pick
+from jaxlstm.distribution import log_survival, remaining_median
+from jaxlstm.evaluate import BUCKETS, bucket_names, customer_baselines, fallback_kind, pick
 from jaxlstm.pooled import PooledModel, features, n_features, pooled_features
 from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, probability_columns, survival_config
 from jaxlstm.step import Compiled, CustomerState, kept_params, stacked_state_shape
 
-# `model` column values: PER_CUSTOMER, a baseline name (see evaluate.BASELINES) or NONE
+# `model` column values (who answered): PER_CUSTOMER, FINETUNED, "pooled", a baseline name (evaluate.BASELINES)
+# or NONE
 PER_CUSTOMER, FINETUNED, NONE = "per_customer", "finetuned", "none"
-# `status` column values
+OWN = (PER_CUSTOMER, FINETUNED)
+# `status` column values: only whether the answer is healthy (who answered is `model`):
+# ok; too_few_visits (no interval to answer from, or mode per_customer without enough visits for an own model);
+# unknown_customer (predict.py: not in the run, where the run's own models would have answered);
+# diverged (the customer's own model went non-finite); all_rows_rejected
 OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED = "ok", "too_few_visits", "unknown_customer", "diverged", "all_rows_rejected"
-BASELINE_WON = "baseline_beat_model"
+STATUSES = (OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED)
 # without a run's choice of baseline per history length (mode per_customer, or an older run)
 CLASSIC_FALLBACK = {name: "customer_median" for _, _, name in BUCKETS}
 
@@ -41,14 +47,15 @@ class RunModel:
 
     keys: [N] str customer ids; center: [N] float32; params: tree with leading [N];
     diverged: [N] bool (those customers get a fallback with status 'diverged');
-    answers: [N] bool, False where a baseline beat the customer's model on its validation windows
-      (mode auto): those get the baseline with status 'baseline_beat_model';
+    answers: [N] bool, False where the customer's own model does not answer (mode auto: its history
+      length is one where own models did not beat the chosen answer); those get that answer, status ok;
     fallback_by: {history bucket: baseline name or "pooled"} answering where no own model does
       (None: the customer's median, else the population median);
     pooled: the shared model, when the run trained one;
     survival: the survival model behind the as-of answers (p_within_*d, predicted_next_visit), if trained;
     own_survival: customers' own survival models (modes per_customer, finetune), answering for them;
-    as_of: the run's as-of date: predict's default when no later visit is in the log.
+    as_of: the run's as-of date: predict's default when no later visit is in the log;
+    own_buckets: history buckets (evaluate.BUCKETS) in which own models answer (None: every bucket).
     """
 
     config: Config
@@ -62,6 +69,7 @@ class RunModel:
     survival: SurvivalModel | None = None
     own_survival: OwnSurvival | None = None
     as_of: pd.Timestamp | None = None  # the date the run answered as of
+    own_buckets: tuple[str, ...] | None = None
 
 
 def load_run(run_dir: str | Path) -> RunModel:
@@ -111,7 +119,9 @@ def load_run(run_dir: str | Path) -> RunModel:
             state_o, _ = _restore_customers(run_dir / "survival_checkpoints", step_o, s_cfg, len(own_keys), pooled_features(config))
             own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
     run_as_of = pd.Timestamp(saved["as_of"]) if saved and saved.get("as_of") else None
-    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival, run_as_of)
+    own_buckets = tuple(saved["own_models_answer_in"]) if saved and "own_models_answer_in" in saved else None
+    return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival, run_as_of,
+                    own_buckets)
 
 
 def _restore_customers(directory: Path, step: int, config: Config, n: int, n_feat: int) -> tuple[CustomerState, np.ndarray]:
@@ -132,12 +142,12 @@ def add_days(when: np.ndarray, days: np.ndarray) -> np.ndarray:
 
 def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Compiled | None = None,
                   as_of: pd.Timestamp | None = None) -> pd.DataFrame:
-    """One row per customer of `hist` (see DESIGN.md, outputs). Customers the run has a healthy,
-    chosen model for get the model's answer; the others a labelled baseline (`run.fallback_by`),
-    computed from all of their intervals in `hist`. With a survival model, the as-of answers
-    (default as of the run's as-of date, or the day after the latest visit if that is later): predicted_next_visit is the median date of
-    the next visit given none so far (NaT: more likely gone than back), p_within_{k}d the chance
-    of a visit within k days of `as_of`."""
+    """One row per customer of `hist` (see DESIGN.md, outputs, and README's table). Customers the run has a
+    healthy, chosen model for get the model's answer; the others the run's answer for their history length
+    (`run.fallback_by`: the shared model or a baseline, from all of their intervals in `hist`). `model` says
+    who answered, `status` whether the answer is healthy. With a survival model, the as-of answers (default as
+    of the run's as-of date, or the day after the latest visit if that is later): p_gone, p_within_{k}d and
+    predicted_next_visit (see `next_visit`)."""
     cfg = run.config
     N = hist.n_customers
     row = pd.Index(run.keys).get_indexer(hist.keys)  # -1: not in the run
@@ -154,17 +164,17 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     no_own = np.diff(hist.offsets) == 0  # a customer baseline without intervals is the population's
     kind[no_own & np.char.startswith(kind.astype(str), "customer_")] = "population_median"
     values = customer_baselines(hist)
-    need = np.flatnonzero((kind == "pooled") & ~(healthy & answers & windows.has_last))
+    probs = np.full((N, cfg.n_classes), np.nan, np.float64)
+    need = np.flatnonzero((kind == "pooled") & ~use)
     if len(need) and run.pooled is not None:
         values["pooled"] = np.full(N, np.nan)
-        values["pooled"][need] = run.pooled.answer(hist, need, np.diff(hist.offsets)[need])[0]
+        values["pooled"][need], pooled_probs = run.pooled.answer(hist, need, np.diff(hist.offsets)[need])
+        if cfg.n_classes:
+            probs[need] = pooled_probs
     else:
         kind[kind == "pooled"] = "population_median"  # an older run, or no interval to train on
     fallback_days = pick(values, kind)
     model = kind.copy()
-    has_window = np.diff(windows.offsets) > 0
-    status = np.where(known & ~healthy, DIVERGED, np.where(~known & has_window, UNKNOWN, TOO_FEW)).astype(object)
-    status[healthy & ~answers] = BASELINE_WON
 
     if cfg.model.mode == "finetune":  # fine-tuned models read the pooled inputs of the next, unseen interval
         x = features(hist, idx, np.diff(hist.offsets)[idx], cfg.data.look_back, float(run.center[0]) if len(run.center) else 0.0)
@@ -172,16 +182,16 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
         x = model_inputs(windows.last[idx], run.center[row[idx]], None if windows.last_extra is None else windows.last_extra[idx])
     out = forward_each(cfg, run.params, row[idx], x, compiled)
     if cfg.n_classes:
-        probs = np.full((N, cfg.n_classes), np.nan, np.float32)
         probs[idx] = np.asarray(jax.nn.softmax(out, axis=-1))
         days[idx] = bin_values(cfg.data.bins)[probs[idx].argmax(-1)]
     else:
         days[idx] = decode(out[:, 0] + run.center[row[idx]])
     days = np.where(use, days, fallback_days)
-    model[use], status[use] = FINETUNED if cfg.model.mode == "finetune" else PER_CUSTOMER, OK
-    # the shared model answered (the `model` column says so); other reasons (diverged, a baseline beat
-    # the customer's model, not in a run that has own models) stay
-    status[(model == "pooled") & ((status == TOO_FEW) | ((status == UNKNOWN) & (len(run.keys) == 0)))] = OK
+    model[use] = FINETUNED if cfg.model.mode == "finetune" else PER_CUSTOMER
+    status = answer_status(run, hist, windows, model, days, known, diverged)
+    if cfg.n_classes:  # a baseline's answer is its bin, with certainty
+        base = ~use & ~(model == "pooled") & np.isfinite(days)
+        probs[base] = np.eye(cfg.n_classes)[to_bins(days[base], cfg.data.bins)]
 
     frame = pd.DataFrame(
         {
@@ -200,21 +210,73 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
             as_of = default_as_of(hist.last_visit)
             as_of = max(as_of, run.as_of) if run.as_of is not None else as_of
         asof = run.survival.answer(hist, as_of, run.own_survival)
-        when = np.full(N, np.datetime64(as_of.as_unit("ns")), "datetime64[ns]")
-        frame["predicted_next_visit"] = add_days(when, np.where(np.isfinite(asof["remaining_days"]), asof["remaining_days"], np.nan))
+        if "p_gone" not in asof or "remaining_days_if_back" not in asof:
+            asof = {**asof, **gone_and_wait(run, hist, asof["days_since_last_visit"])}
+        frame["predicted_next_visit"] = next_visit(hist.last_visit, days, as_of, asof["remaining_days_if_back"])
         frame["days_since_last_visit"] = asof["days_since_last_visit"]
         frame["expected_wait_days"] = asof["expected_wait_days"]
+        frame["p_gone"] = probability(asof["p_gone"])
         for name in columns:
-            frame[name] = asof[name]
+            frame[name] = probability(asof[name])
     else:
-        frame["days_since_last_visit"] = frame["expected_wait_days"] = np.nan
+        frame["days_since_last_visit"] = frame["expected_wait_days"] = frame["p_gone"] = np.nan
         for name in columns:
             frame[name] = np.nan
     if cfg.n_classes:
         for k in range(cfg.n_classes):
-            frame[f"p_bin_{k}"] = probs[:, k]
-        frame["predicted_bin"] = np.where(use, probs.argmax(-1) if N else 0, to_bins(np.nan_to_num(fallback_days), cfg.data.bins))
+            frame[f"p_bin_{k}"] = probability(probs[:, k])
+        frame["predicted_bin"] = np.where(np.isfinite(probs).all(-1), np.nan_to_num(probs).argmax(-1) if N else 0, -1)
     return frame
+
+
+def answer_status(run: RunModel, hist: Histories, windows: Windows, model: np.ndarray, days: np.ndarray,
+                  known: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+    """[N] the `status` of each answer (see STATUSES): diverged over unknown_customer over too_few_visits over ok."""
+    mode = run.config.model.mode
+    buckets = bucket_names(hist.n_visits)
+    own_here = np.isin(buckets, run.own_buckets) if run.own_buckets is not None else np.ones(len(buckets), bool)
+    has_window = np.diff(windows.offsets) > 0
+    # a customer the run's own models would have answered, had it been in the run
+    unknown = ~known & has_window & (len(run.keys) > 0) & own_here & (mode != "pooled")
+    too_few = ~np.isfinite(days) | ((mode == "per_customer") & ~np.isin(model, OWN))
+    status = np.full(len(days), OK, dtype=object)
+    status[too_few] = TOO_FEW
+    status[unknown] = UNKNOWN
+    status[known & diverged] = DIVERGED
+    return status
+
+
+def probability(p: np.ndarray) -> np.ndarray:
+    """Probabilities clipped to [0, 1] (rounding can step outside) and without a -0.0."""
+    return np.clip(np.asarray(p, np.float64), 0.0, 1.0) + 0.0
+
+
+def gone_and_wait(run: RunModel, hist: Histories, elapsed: np.ndarray) -> dict[str, np.ndarray]:
+    """{p_gone: P(never back | no visit in `elapsed` days) = pi / S(e); remaining_days_if_back: the median days
+    from the as-of date to the next visit given the customer comes back} from the survival heads (the
+    customers' own where they have a healthy one, as SurvivalModel.answer picks them)."""
+    mu, sigma, g = run.survival.head(hist)
+    own = run.own_survival
+    if own is not None:
+        r = pd.Index(own.keys).get_indexer(hist.keys)
+        idx = np.flatnonzero(r >= 0)
+        idx = idx[~own.diverged[r[idx]]]
+        if len(idx):
+            mu[idx], sigma[idx], g[idx] = own.head(hist, idx, r[idx])
+    log_pi = -np.logaddexp(0.0, -g)
+    return {"p_gone": np.exp(log_pi - log_survival(elapsed, mu, sigma, g)),
+            "remaining_days_if_back": remaining_median(elapsed, mu, sigma, np.full_like(g, -np.inf))}
+
+
+def next_visit(last_visit: np.ndarray, interval_days: np.ndarray, as_of: pd.Timestamp, wait_if_back: np.ndarray) -> np.ndarray:
+    """predicted_next_visit, given the customer comes back, as of `as_of`: last_visit + predicted_interval_days
+    while that date is on or after `as_of`; once it has passed (overdue, or no interval answer) as_of + the
+    survival model's median wait given a visit still comes. So it is never before the as-of date, never before
+    last_visit + predicted_interval_days, and equal to the latter unless the customer is overdue."""
+    classic = add_days(last_visit, interval_days)
+    now = np.datetime64(as_of.as_unit("ns"))
+    later = add_days(np.full(len(last_visit), now, "datetime64[ns]"), np.where(np.isfinite(wait_if_back), wait_if_back, np.nan))
+    return np.where(~np.isnat(classic) & (classic >= now), classic, later)
 
 
 def add_orphans(frame: pd.DataFrame, orphans: np.ndarray, status: str = REJECTED) -> pd.DataFrame:

@@ -10,8 +10,14 @@ import pandas as pd
 from jaxlstm.evaluate import BASELINES, BUCKETS, table
 
 
-def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
-    """Write out/report.md and out/plots/*.png from a run's metrics and its holdout answers."""
+MIN_CUSTOMERS = 30  # headline customers below which no score is read as a verdict (a paired comparison of a few is noise)
+UNIFORM_MARGIN = 0.1  # own models whose median top class probability is below 1/K + this are near-uniform
+CONSTANT_SHARE = 0.5  # own models of which this share or more give the same answer (to 0.1 day) are near-constant
+
+
+def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: pd.DataFrame | None = None) -> None:
+    """Write out/report.md and out/plots/*.png from a run's metrics (with its `verdict`), its holdout answers and
+    its predictions (for the worked example). A plot with nothing to show is neither drawn nor linked."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -20,59 +26,156 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame) -> None:
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     ev = metrics["evaluation"]
-    names = {
-        "scatter": _scatter(plt, holdout, plots / "predicted_vs_actual.png"),
-        "buckets": _by_history(plt, ev, plots / "mae_by_history.png"),
-        "curves": _curves(plt, metrics["history"], plots / "training_curves.png"),
-    }
     mode = metrics["mode"]
-    best = min((m for m in ev["overall"] if m in BASELINES and ev["overall"][m]["mae_days"] is not None),
-               key=lambda m: ev["overall"][m]["mae_days"], default=None)
-    ours = ev["overall"].get(mode, {}).get("mae_days")  # None: e.g. mode pooled with nothing to train on
-    base = ev["overall"][best]["mae_days"] if best else None
-    verdict = (f"Each customer's last visit, hidden and predicted from the visits before it: the answers (mode `{mode}`) "
-               f"are off by **{ours:.2f} days** per customer; the best simple baseline, `{best}`, by {base:.2f} days "
-               f"(skill {(1 - ours / base):+.1%}; on customers answered from 5+ visits: {_skill(ev, mode)})."
-               if ours is not None and base else "No customer with two visits: the log is too short to score anything.")
+    figures = {"predicted_vs_actual.png": ("predicted vs actual", scatter_figure(holdout, mode)),
+               "mae_by_history.png": ("MAE by history length", by_history_figure(ev)),
+               "training_curves.png": ("training curves", curves_figure(metrics))}
+    links = []
+    for name, (title, fig) in figures.items():
+        if (plots / name).exists():
+            (plots / name).unlink()  # an earlier run's plot must not stand in for a missing one
+        if fig is not None:
+            fig.savefig(plots / name, dpi=110)
+            plt.close(fig)
+            links.append(f"![{title}](plots/{name})")
     rows = metrics.get("rows", {})
+    small = ev["customers"] < MIN_CUSTOMERS
     lines = [
         "# jaxlstm run report",
         "",
+        "## Verdict",
+        "",
+        *metrics.get("verdict", []),
+        "",
+        *([f"- **warning**: {w}" for w in metrics["warnings"]] + [""] if metrics.get("warnings") else []),
         f"{metrics['customers']:,} customers, mode `{mode}`; {metrics['customers_with_model']:,} with a model of their "
-        f"own. Answered by: " + ", ".join(f"{k} {v:,}" for k, v in metrics["answers_by_model"].items()) + ".",
+        f"own trained ({metrics.get('customers_answered_by_own_model', 0):,} answered by it). Answered by (`model`): "
+        + ", ".join(f"{k} {v:,}" for k, v in metrics["answers_by_model"].items()) + "; status: "
+        + ", ".join(f"{k} {v:,}" for k, v in metrics["status_counts"].items()) + ".",
         "",
-        verdict,
-        "",
+        *_reading_section(predictions, metrics),
         "## Mean absolute error (days) per customer, by visits it is answered from",
         "",
-        f"Headline: {ev['holdout']}; {ev['customers']:,} customers. "
-        f"`{mode}` is what `predictions.parquet` answers. `auto`: per history length the best of the baselines and "
-        "the shared model, and customers' own models where they beat that beyond noise, chosen on the other half of "
-        "the customers. `per_customer`: every customer's own model where it has one (the classic recipe), else its "
+        f"Headline: {ev['holdout']}; {ev['customers']:,} customers"
+        + (f" (too few to judge: {MIN_CUSTOMERS} or more needed; the table is shown for completeness)" if small else "")
+        + f". `{mode}` is what `predictions.parquet` answers. `auto`: per history length the best of the baselines "
+        "and the shared model, and customers' own models where they beat that beyond noise, chosen on the other half "
+        "of the customers. `per_customer`: every customer's own model where it has one (the classic recipe), else its "
         "median. `pooled`: one shared model for everyone. `finetune` (when run): own models started from the shared "
         "one, the shared one for the rest.",
         "",
-        table(ev),
-        "",
-        f"The selection customers ({ev['selection']['customers']:,}; optimistic: who answers was chosen and the shared "
-        "model stopped on them):",
-        "",
-        table(ev["selection"]),
-        "",
+        *([table(ev), ""] if ev["customers"] else ["No customer with two visits: the log is too short to score anything.", ""]),
+        *([f"The selection customers ({ev['selection']['customers']:,}; optimistic: who answers was chosen and the "
+           "shared model stopped on them):", "", table(ev["selection"]), ""] if ev["selection"]["customers"] else []),
         "Answering where no own model does (`auto`), by visits: "
         + ", ".join(f"{k}: `{v}`" for k, v in ev["fallback_by_history"].items()) + ".",
         "",
-        f"![predicted vs actual](plots/{names['scatter']})",
-        f"![MAE by history length](plots/{names['buckets']})",
-        f"![training curves](plots/{names['curves']})",
+        *links,
         "",
         *_as_of_section(plt, metrics.get("as_of") or {}, plots),
-        f"Training: {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
-        f"(+{metrics['seconds_compile']:.1f} s compile); rows read {rows.get('read', 0):,}, "
-        f"rejected {rows.get('rejected', 0):,}.",
+        f"Training: own models {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
+        f"(+{metrics['seconds_compile']:.1f} s compile); shared model {len(metrics.get('pooled_history') or [])} epochs, "
+        f"survival model {len((metrics.get('as_of') or {}).get('survival_history') or [])}; rows read "
+        f"{rows.get('read', 0):,}, rejected {rows.get('rejected', 0):,}.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def verdict(metrics: dict, predictions: pd.DataFrame, n_classes: int = 0) -> tuple[list[str], list[str]]:
+    """(lines, warnings) judging a run: which answers beat which simple baseline by how much (skill on the
+    headline customers, evaluate.report), and warnings where the run's answer is worse than a simple baseline,
+    own models are near-constant or near-uniform, the as-of ranking is no better than days since the last visit,
+    or the holdout is too small to judge."""
+    ev, mode = metrics["evaluation"], metrics["mode"]
+    lines, warnings = [], []
+    n = ev["customers"]
+    sk, sk5 = ev["skill"].get("all", {}), ev["skill"].get("5+ visits", {})
+    best = sk.get("best_baseline")
+    if n == 0 or best is None:
+        lines.append("No customer with two visits: the log is too short to score anything.")
+    elif n < MIN_CUSTOMERS:
+        lines.append(f"The holdout has {n:,} headline customers: too few to judge which answer is better "
+                     f"({MIN_CUSTOMERS} or more needed).")
+        warnings.append(f"the holdout is too small to judge ({n:,} headline customers, {MIN_CUSTOMERS} needed): "
+                        "no answer is shown to beat or lose to a baseline")
+    else:
+        lines.append(f"Each customer's last visit hidden and predicted from the visits before it, {n:,} headline "
+                     f"customers; the best simple baseline is `{best}`, off by {sk['mae_days']:.2f} days per customer.")
+        trained = [m for m in ("auto", "finetune", "per_customer", "pooled") if sk.get(m) is not None]
+        for m in sorted(trained, key=lambda m: m != mode):
+            mae = ev["overall"][m]["mae_days"]
+            five = sk5.get(m)
+            tail = (f"; from 5+ visits ({sk5.get('customers', 0):,} customers): {_better(five)} `{sk5['best_baseline']}`"
+                    if five is not None else "")
+            what = " (this run's answer, in predictions.parquet)" if m == mode else ""
+            lines.append(f"- `{m}`{what}: {mae:.2f} days, {_better(sk[m])} `{best}`{tail}.")
+        if sk.get(mode) is not None and sk[mode] < 0:
+            warnings.append(f"the run's answer (mode {mode}) is worse than the simple baseline `{best}` by "
+                            f"{-sk[mode]:.1%} per customer: the baseline would answer better")
+    warnings += _own_model_warnings(predictions, n_classes)
+    c = ((metrics.get("as_of") or {}).get("backtest") or {}).get("concordance")
+    if c and c.get("model") is not None and c.get("days_since_last_visit") is not None \
+            and c["model"] < c["days_since_last_visit"]:
+        warnings.append(f"the as-of ranking (concordance {c['model']:.3f}) is below ranking by days since the last "
+                        f"visit ({c['days_since_last_visit']:.3f}): sort by days_since_last_visit instead of "
+                        "expected_wait_days")
+    return lines, warnings
+
+
+def _better(skill: float) -> str:
+    return f"{skill:.1%} better than" if skill >= 0 else f"{-skill:.1%} worse than"
+
+
+def _own_model_warnings(predictions: pd.DataFrame, n_classes: int) -> list[str]:
+    """Own models that answer alike for everyone (near-constant) or with class probabilities near 1/K."""
+    own = predictions[predictions["model"].isin(("per_customer", "finetuned"))]
+    if len(own) < 10:  # too few own answers to call their spread
+        return []
+    out = []
+    if n_classes:
+        probs = own[[f"p_bin_{k}" for k in range(n_classes)]].to_numpy(dtype=float)
+        top = float(np.median(probs.max(1)))
+        if top < 1 / n_classes + UNIFORM_MARGIN:
+            out.append(f"own models are near-uniform: median top class probability {top:.3f} over {len(own):,} "
+                       f"(uniform: {1 / n_classes:.3f}); they have learnt little beyond the class shares")
+    days = own["predicted_interval_days"].round(1)
+    counts = days.value_counts()
+    if len(counts) and counts.iloc[0] >= CONSTANT_SHARE * len(own):
+        out.append(f"own models are near-constant: {counts.iloc[0]:,} of {len(own):,} predict {counts.index[0]:g} days")
+    return out
+
+
+def _reading_section(predictions: pd.DataFrame | None, metrics: dict) -> list[str]:
+    """How to read predictions.parquet's two dates and p_gone, on one customer of this run."""
+    if predictions is None or "p_gone" not in predictions or not predictions["p_gone"].notna().any():
+        return []
+    as_of = pd.Timestamp((metrics.get("as_of") or {}).get("date"))
+    ok = predictions[predictions["p_gone"].notna() & predictions["predicted_interval_days"].notna()
+                     & predictions["predicted_next_visit"].notna()]
+    if not len(ok):
+        return []
+    overdue = ok[ok["last_visit"] + pd.to_timedelta(ok["predicted_interval_days"], unit="D") < as_of]
+    pool = overdue if len(overdue) else ok
+    c = (pool[pool["n_visits"] >= 3] if (pool["n_visits"] >= 3).any() else pool).iloc[0]  # one with a history to read
+    due = c["last_visit"] + pd.Timedelta(days=float(c["predicted_interval_days"]))
+    return [
+        "## Reading predictions.parquet",
+        "",
+        f"Customer `{c['customer_id']}` (model `{c['model']}`): last visit {c['last_visit']:%Y-%m-%d}. "
+        f"`predicted_interval_days` {c['predicted_interval_days']:.1f} is the next gap *if it comes back*, from its "
+        f"history: last visit + {c['predicted_interval_days']:.1f} days = {due:%Y-%m-%d}"
+        + (f", already past on the as-of date {as_of:%Y-%m-%d} (overdue). `predicted_next_visit` "
+           f"{c['predicted_next_visit']:%Y-%m-%d} is therefore the survival model's median date of the next visit given "
+           "it comes back, counted from the as-of date."
+           if due < as_of else
+           f", on or after the as-of date {as_of:%Y-%m-%d}, so `predicted_next_visit` is that date.")
+        + f" `p_gone` {c['p_gone']:.3f}: the chance it never comes back, given no visit in the "
+        f"{c['days_since_last_visit']:.0f} days since its last. The rule for every customer: `predicted_next_visit` "
+        "= last visit + `predicted_interval_days` while that date is on or after the as-of date, else the as-of date + "
+        "the median wait given a visit comes; `p_gone` says how likely none comes.",
+        "",
+    ]
 
 
 def _skill(ev: dict, mode: str) -> str:
@@ -124,56 +227,84 @@ def _as_of_section(plt, as_of: dict, plots: Path) -> list[str]:
     return lines
 
 
-def _scatter(plt, holdout: pd.DataFrame, path: Path) -> str:
+def scatter_figure(holdout: pd.DataFrame, mode: str):
+    """Predicted vs actual on the holdout for the run's answers (column f"{mode}_days"), one colour per `model`
+    that answered; None when nothing was scored."""
+    col = f"{mode}_days"
+    if not len(holdout) or col not in holdout or not np.isfinite(holdout[col]).any():
+        return None
+    import matplotlib.pyplot as plt
+
+    who = answered_by(holdout, mode)
     fig, ax = plt.subplots(figsize=(5, 5))
-    if len(holdout):
-        model = holdout["answered_by"] == "per_customer"
-        for sel, label, color in ((~model, "baseline answered", "tab:gray"), (model, "own model answered", "tab:blue")):
-            ax.scatter(holdout.loc[sel, "actual_days"] + 0.1, holdout.loc[sel, "auto_days"] + 0.1, s=6, alpha=0.4,
-                       label=f"{label} ({int(sel.sum()):,})", color=color)
-        top = float(max(holdout["actual_days"].max(), holdout["auto_days"].max())) + 1
-        ax.plot([0.1, top], [0.1, top], "k--", lw=0.8)
-        ax.set_xscale("log"), ax.set_yscale("log")
-        ax.legend(fontsize=8)
+    for name in pd.Series(who).value_counts().index:  # the most common first
+        sel = (who == name) & np.isfinite(holdout[col].to_numpy())
+        ax.scatter(holdout.loc[sel, "actual_days"] + 0.1, holdout.loc[sel, col] + 0.1, s=6, alpha=0.4,
+                   label=f"{name} ({int(sel.sum()):,})")
+    top = float(max(holdout["actual_days"].max(), np.nanmax(holdout[col]))) + 1
+    ax.plot([0.1, top], [0.1, top], "k--", lw=0.8)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.legend(fontsize=8, title="model", title_fontsize=8)
     ax.set_xlabel("actual interval (days + 0.1)")
     ax.set_ylabel("predicted interval (days + 0.1)")
-    ax.set_title("holdout: predicted vs actual")
+    ax.set_title(f"holdout: predicted vs actual (mode {mode})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return fig
 
 
-def _by_history(plt, ev: dict, path: Path) -> str:
+def answered_by(holdout: pd.DataFrame, mode: str) -> np.ndarray:
+    """[Q] who answered each question in `mode`, as predictions.parquet's `model` names them."""
+    if mode == "auto":
+        return holdout["answered_by"].to_numpy(dtype=object)
+    if mode == "pooled":
+        return np.full(len(holdout), "pooled", dtype=object)
+    # per_customer / finetune answer with the own model where a customer has one, else customer_median / pooled;
+    # the holdout keeps only the answers, so an answer equal to the fallback's is the fallback's (floats: no ties)
+    other, own = ("customer_median", "per_customer") if mode == "per_customer" else ("pooled", "finetuned")
+    mine = holdout[f"{mode}_days"].to_numpy() != holdout.get(f"{other}_days", holdout[f"{mode}_days"]).to_numpy()
+    return np.where(mine, own, other).astype(object)
+
+
+def by_history_figure(ev: dict):
+    """MAE per history bucket, one bar per method; None when no bucket was scored."""
     buckets = [name for _, _, name in BUCKETS if ev["by_history"][name]["intervals"]]
     methods = [m for m in ev["overall"] if ev["overall"][m]["mae_days"] is not None]
+    if not buckets or not methods:
+        return None
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / max(len(methods), 1)
+    width = 0.8 / len(methods)
     x = np.arange(len(buckets))
     for i, m in enumerate(methods):
         mae = [ev["by_history"][b][m]["mae_days"] or np.nan for b in buckets]
         ax.bar(x + i * width, mae, width, label=m)
     ax.set_xticks(x + 0.4 - width / 2, [f"{b}\n({ev['by_history'][b]['intervals']:,})" for b in buckets])
-    ax.set_xlabel("visits per customer (held-out intervals)")
+    ax.set_xlabel("visits per customer (headline customers)")
     ax.set_ylabel("MAE (days)")
-    if methods and buckets:
-        ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return fig
 
 
-def _curves(plt, history: list[dict], path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if history:
+def curves_figure(metrics: dict):
+    """Train and validation loss per epoch of each model trained (own models, shared, survival); None when no
+    model trained an epoch."""
+    series = {"own models": metrics.get("history") or [], "shared (pooled) model": metrics.get("pooled_history") or [],
+              "survival model": (metrics.get("as_of") or {}).get("survival_history") or []}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    for ax, (name, history) in zip(axes[0], series.items()):
         epochs = [h["epoch"] for h in history]
         ax.plot(epochs, [h["train_loss"] for h in history], label="train")
         ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
         ax.legend()
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean loss over customers still training")
+    axes[0][0].set_ylabel("mean loss")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return fig

@@ -31,11 +31,12 @@ from jaxlstm.data.batching import customer_seeds
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import make_windows
-from jaxlstm.evaluate import Questions, bucket_names, customer_baselines, evaluate_run, questions
-from jaxlstm.fit import Fit, Prepared, _say, fit, for_finetuning, prepare
+from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, customer_baselines, evaluate_run, questions
+from jaxlstm.fit import Fit, Prepared, fit, for_finetuning, prepare
+from jaxlstm.progress import say
 from jaxlstm.pooled import fit_pooled
 from jaxlstm.predict import CLASSIC_FALLBACK, FINETUNED, PER_CUSTOMER, RunModel, add_unanswered, predict_frame
-from jaxlstm.report import write_report
+from jaxlstm.report import verdict, write_report
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own, fit_survival
 
@@ -90,6 +91,14 @@ def train_all(
       all of whose rows were rejected come last, with status "all_rows_rejected".
     """
     config = config or Config()
+    if resume and out_dir is not None:  # before any work: a changed config is refused at once
+        if not (Path(out_dir) / "config.toml").exists():  # nothing saved yet (or killed at once): start afresh
+            if progress:
+                say(f"{out_dir}: no run to resume there yet: starting from scratch")
+        else:
+            extended = resume_check(Path(out_dir), config)
+            if extended and progress:
+                say(extended)
     if config.train.compilation_cache:
         enable_compilation_cache()
     t_start = time.perf_counter()
@@ -103,24 +112,24 @@ def train_all(
     warnings = input_warnings(checked, as_of, d.horizon_days, source, explicit)
     mode = config.model.mode
     # own models learn from the visits before each customer's last one: the last is its question (evaluate.py)
-    prep = prepare(before_last_visit(checked.events), config)
+    earlier = before_last_visit(checked.events)
+    # every customer with one visit: nothing earlier, and no window to train on in the whole log either
+    prep = prepare(earlier if len(earlier) else checked.events, config)
     if mode == "pooled":  # the shared model answers everyone: no per-customer models to train
         prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
     if progress:
-        _say(f"{source}: {len(checked.events):,} visits of {hist.n_customers:,} customers{input_summary(checked, as_of)}; "
+        say(f"{source}: {len(checked.events):,} visits of {hist.n_customers:,} customers{input_summary(checked, as_of)}; "
              f"{len(prep.model_rows):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
     for message in warnings:
-        _say(f"warning: {message}")
+        say(f"warning: {message}")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        if resume and not (out / "config.toml").exists():
-            raise InputError(f"--resume: no run in {out} (no config.toml); start one without --resume")
         out.mkdir(parents=True, exist_ok=True)
         stale = [out / name for name in MODEL_DIRS + ("answers.json",) if (out / name).exists()]
         if stale and not resume:  # a new run: no model of an earlier run in this folder may answer for it
             if progress:
-                _say(f"{out}: replacing the earlier run there (use --resume to continue it instead)")
+                say(f"{out}: replacing the earlier run there (use --resume to continue it instead)")
             for path in stale:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         (out / "config.toml").write_text(config.to_toml())
@@ -157,7 +166,10 @@ def train_all(
         fallback_by = {b: "pooled" for b in fallback_by} if mode == "finetune" and pooled else None
     elif mode == "pooled":
         fallback_by = {b: "pooled" for b in fallback_by} if pooled else None
-    run = dataclasses.replace(own, answers=answers, fallback_by=fallback_by, survival=survival, own_survival=own_survival)
+    answer_buckets = (tuple(own_buckets) if mode == "auto" else () if mode == "pooled"
+                      else tuple(name for _, _, name in BUCKETS))
+    run = dataclasses.replace(own, answers=answers, fallback_by=fallback_by, survival=survival, own_survival=own_survival,
+                              own_buckets=answer_buckets)
     predictions = add_unanswered(predict_frame(run, hist, windows, result.compiled, as_of), checked)
     if out is None:
         return predictions
@@ -180,6 +192,7 @@ def train_all(
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
         {"schema_version": checkpoint.SCHEMA_VERSION, "mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
+         "own_models_answer_in": list(answer_buckets),
          "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
         indent=2)))
     if pooled is not None:
@@ -198,10 +211,51 @@ def train_all(
     metrics["rows"] = row_counts(checked, len(events))
     if len(checked.later):  # the log goes on past the as-of date: score the answers on what followed
         metrics["after_as_of"] = score_later(predictions, customer_baselines(hist), checked.later, as_of, config)
-    metrics["warnings"] = warnings
+    metrics["verdict"], judged = verdict(metrics, predictions, config.n_classes)
+    metrics["warnings"] = warnings + judged  # input warnings first, then what judging the answers found
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
-    write_report(out, metrics, holdout_frame)
+    write_report(out, metrics, holdout_frame, predictions)
     return predictions
+
+
+# keys a resumed run may change without changing what was trained (a larger train.epochs continues training)
+RESUME_FREE = ("train.checkpoint_every", "train.compilation_cache")
+
+
+def existing_run(out: str | Path) -> list[str]:
+    """The files of an earlier run in `out` (empty: no run there, e.g. a new or empty folder)."""
+    out = Path(out)
+    names = ("config.toml", "predictions.parquet", "metrics.json", *MODEL_DIRS, "answers.json")
+    return [name for name in names if (out / name).exists()]
+
+
+def config_changes(before: Config, after: Config) -> dict[str, tuple[Any, Any]]:
+    """{"section.key": (before, after)} of every key that differs."""
+    a, b = before.to_dict(), after.to_dict()
+    return {f"{sec}.{k}": (a[sec][k], b[sec][k]) for sec in a for k in a[sec] if a[sec][k] != b[sec][k]}
+
+
+def resume_check(out: Path, config: Config) -> str | None:
+    """Refuse to resume the run in `out` with a changed config (naming the keys); a larger train.epochs is
+    allowed: returns the line saying training continues (None when nothing changed)."""
+    from jaxlstm.config import load_config
+
+    changes = config_changes(load_config(out / "config.toml"), config)
+    epochs = changes.pop("train.epochs", None)
+    for key in RESUME_FREE:
+        changes.pop(key, None)
+    if changes:
+        shown = "; ".join(f"{k}: {v[0]!r} in the run, {v[1]!r} now" for k, v in changes.items())
+        raise InputError(f"--resume {out}: the config differs from the run's ({shown}): resume with the run's settings, "
+                         "or start a new run (another --out, or --overwrite)")
+    if epochs is None:
+        return None
+    if epochs[1] < epochs[0]:
+        raise InputError(f"--resume {out}: train.epochs is {epochs[1]} but the run was set to {epochs[0]} "
+                         f"(--epochs {epochs[0]} or more continues it; fewer would leave its models trained beyond the "
+                         "setting): give --epochs >= the run's, or start a new run")
+    return (f"{out}: continuing the run to {epochs[1]} epochs (it was set to {epochs[0]}); customers that stopped early "
+            "stay stopped")
 
 
 def before_last_visit(events: pd.DataFrame) -> pd.DataFrame:
@@ -269,8 +323,10 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
     return {
         "customers": int(len(predictions)),
         "mode": config.model.mode,
+        # customers_with_model + customers_fallback == customers: with an own model trained, or without one
         "customers_with_model": n_model,
-        "customers_fallback": int((~predictions["model"].isin(["per_customer", "finetuned"])).sum()),
+        "customers_fallback": int(len(predictions)) - n_model,
+        "customers_answered_by_own_model": int(predictions["model"].isin([PER_CUSTOMER, FINETUNED]).sum()),
         "answers_by_model": predictions["model"].value_counts().to_dict(),
         "status_counts": predictions["status"].value_counts().to_dict(),
         "diverged": int(per_customer["diverged"].sum()),

@@ -27,7 +27,10 @@ def parse(argv=None) -> argparse.Namespace:
                         "inferred for the whole column, an error when day and month could be swapped)")
     p.add_argument("--timezone", metavar="ZONE",
                    help="count days on this clock, e.g. Europe/Berlin: zoned timestamps are converted to it (data.timezone; default UTC)")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--epochs", type=int,
+                   help="epochs of the customers' own models (train.epochs; each stops earlier on its own); the shared "
+                        "models: --pooled-epochs and train.survival_epochs. Mode pooled trains no own model: an error there")
+    p.add_argument("--pooled-epochs", type=int, help="epochs of the shared (pooled) model (train.pooled_epochs)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--extra-col", action="append", metavar="COLUMN",
                    help="a numeric per-visit column (e.g. amount) fed to the models beside the intervals "
@@ -36,41 +39,57 @@ def parse(argv=None) -> argparse.Namespace:
                    help="who answers (model.mode): auto (default) picks per history length and per customer; "
                         "per_customer: every customer's own model (the classic recipe); pooled: one shared model; "
                         "finetune: own models started from the shared one")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key; VALUE is TOML, e.g. 'data.bins=[7, 30, 90]', 'model.lstm_activation=\"relu\"', "
+                        "train.epochs=20, data.floor_days=true (a string key also takes a bare word: model.mode=pooled)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint (from the start if it has none yet)")
+                   help="continue the run in --out from its latest checkpoint, with the same config (a larger --epochs "
+                        "continues training); from scratch if the folder has no run yet")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (without it, an error)")
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="error (default): stop at bad rows; skip: set them aside in OUT/rejected_rows.parquet")
     p.add_argument("--as-of", metavar="DATE",
                    help="answer as of this date (default: the day after the latest visit): p_within_*d and "
                         "predicted_next_visit count from it, given no visit since the last; later visits are bad rows")
     p.add_argument("--sample-customers", type=int, default=2000, help="size of the generated sample (no --customers)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (on a terminal a bar; otherwise one log line every ~10 s)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse(argv)
     from jaxlstm import load_config, train_all
+    from jaxlstm.config import parse_set
     from jaxlstm.synth import make_log
     from jaxlstm.errors import InputError
-    from jaxlstm.evaluate import BASELINES
+    from jaxlstm.train import existing_run
 
-    overrides = {}
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InputError(f"--set {item!r}: expected SECTION.KEY=VALUE")
-        overrides[key.strip()] = value.strip()
-    for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed), ("model.mode", args.mode),
-                       ("data.id_col", args.id_col), ("data.time_col", args.time_col), ("data.extra_cols", args.extra_col),
-                       ("data.time_format", args.time_format), ("data.timezone", args.timezone)):
-        if value is not None:
-            overrides[key] = value
+    overrides = parse_set(args.set)
+    flags = (("--epochs", "train.epochs", args.epochs), ("--pooled-epochs", "train.pooled_epochs", args.pooled_epochs),
+             ("--seed", "train.seed", args.seed), ("--mode", "model.mode", args.mode),
+             ("--id-col", "data.id_col", args.id_col), ("--time-col", "data.time_col", args.time_col),
+             ("--extra-col", "data.extra_cols", args.extra_col), ("--time-format", "data.time_format", args.time_format),
+             ("--timezone", "data.timezone", args.timezone))
+    for flag, key, value in flags:
+        if value is None:
+            continue
+        if key in overrides:
+            raise InputError(f"{flag} and --set {key} both set {key}: give one of them")
+        overrides[key] = value
     config = load_config(args.config, overrides)
+    if args.epochs is not None and config.model.mode == "pooled":
+        raise InputError("--epochs sets the customers' own models' epochs, and mode pooled trains none: "
+                         "use --pooled-epochs for the shared model")
     if args.resume and not args.out:
         raise InputError("--resume needs --out: the run folder to continue")
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues the run in --out, --overwrite replaces it: give one of them")
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
+    earlier = existing_run(out)
+    if earlier and not args.resume and not args.overwrite:
+        raise InputError(f"--out {out} holds a run already ({', '.join(earlier[:3])}): --resume to continue it, "
+                         "--overwrite to replace it, or another --out")
     if args.sample_customers < 1:
         raise InputError(f"--sample-customers must be >= 1, got {args.sample_customers}")
     if args.customers or args.table is not None or args.query is not None:
@@ -84,19 +103,15 @@ def main(argv=None) -> None:
                             on_bad_rows=args.on_bad_rows, as_of=args.as_of)
     with open(f"{out}/metrics.json") as f:
         m = json.load(f)
-    ev, mode = m["evaluation"], config.model.mode
-    key = "accuracy" if config.n_classes else "mae_days"
-    scored = {k: v[key] for k, v in ev["overall"].items() if v[key] is not None}
-    simple = [k for k in scored if k in BASELINES]
-    best = (max if config.n_classes else min)(simple, key=scored.get, default=None)
-    score = (f"each customer's last visit predicted from the rest, {'accuracy' if config.n_classes else 'MAE days'} over "
-             f"{ev['customers']:,} headline customers: {scored[mode]:.3f} (best simple baseline, {best}: {scored[best]:.3f})"
-             if best and mode in scored else "no customer with two visits to score")
+    mode = config.model.mode
     answered = ", ".join(f"{k} {v:,}" for k, v in m["answers_by_model"].items())
-    print(
-        f"{m['customers']:,} customers (mode {mode}; {m['customers_with_model']:,} own models trained); answered by "
-        f"{answered}. {m['epochs_run']} epochs in {m['seconds_train']:.1f} s (+{m['seconds_compile']:.1f} s compile); {score}"
-    )
+    status = ", ".join(f"{k} {v:,}" for k, v in m["status_counts"].items())
+    trained = [f"own models {m['epochs_run']} epochs in {m['seconds_train']:.1f} s (+{m['seconds_compile']:.1f} s compile)"
+               if m["customers_with_model"] else "no own models",
+               f"shared model {len(m.get('pooled_history') or [])} epochs",
+               f"survival model {len((m.get('as_of') or {}).get('survival_history') or [])} epochs"]
+    print(f"{m['customers']:,} customers (mode {mode}; {m['customers_with_model']:,} own models trained); answered by "
+          f"{answered}; status {status}. Trained: {'; '.join(trained)}.")
     if m["rows"]["rejected"]:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in m["rows"]["rejected_by_reason"].items())
         print(f"rejected {m['rows']['rejected']:,} of {m['rows']['read']:,} rows ({reasons}): {out}/rejected_rows.parquet")
@@ -107,6 +122,10 @@ def main(argv=None) -> None:
         print(f"as of {m['as_of']['date']}; backtest from {bt['cut']}: concordance {c['model']:.3f} (days since last visit "
               f"{c['days_since_last_visit']:.3f}, last visit + median interval {c['last_visit_plus_median_interval']:.3f}){brier}")
     print(f"predictions: {out}/predictions.parquet ({len(predictions):,} rows); report: {out}/report.md")
+    for line in m.get("verdict", []):  # the verdict and its warnings come last: what to read first
+        print(line)
+    for w in m.get("warnings", []):
+        print(f"warning: {w}")
 
 
 if __name__ == "__main__":

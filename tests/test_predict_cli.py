@@ -1,6 +1,7 @@
 """Predictions (one row per customer, fallbacks, re-prediction from a saved run) and the CLI."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -16,12 +17,13 @@ from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
 from jaxlstm.predict import load_run, predict_frame
-from jaxlstm.evaluate import BASELINES
+from jaxlstm.evaluate import BASELINES, bucket_names
+from jaxlstm.data.windows import to_bins
 from jaxlstm.synth import make_customers
 
 SCRIPTS = ROOT / "scripts"
 COLUMNS = ["customer_id", "n_visits", "last_visit", "predicted_interval_days", "predicted_next_visit", "model", "status",
-           "days_since_last_visit", "expected_wait_days", "p_within_7d", "p_within_30d", "p_back_within_horizon"]
+           "days_since_last_visit", "expected_wait_days", "p_gone", "p_within_7d", "p_within_30d", "p_back_within_horizon"]
 
 
 def test_example_log_every_customer_exactly_once(tiny, tmp_path):
@@ -45,9 +47,10 @@ def test_example_log_every_customer_exactly_once(tiny, tmp_path):
     assert one_visit["model"].isin(["population_median", "constant", "pooled"]).all()  # nothing of their own
     others = pred[pred["status"] != "ok"]
     assert others["model"].isin([*BASELINES, "pooled"]).all()
-    assert others["status"].isin(["too_few_visits", "baseline_beat_model"]).all()
+    assert others["status"].isin(["too_few_visits"]).all()  # status says whether an answer is healthy, not who gave it
     assert (pred.loc[pred["model"] == "per_customer", "status"] == "ok").all()
-    assert pred.loc[pred["status"] == "ok", "model"].isin(["per_customer", "pooled"]).all()
+    assert pred.loc[pred["status"] == "ok", "model"].isin(["per_customer", "pooled", *BASELINES]).all()
+    assert pred["p_gone"].between(0, 1).all() and pred["p_gone"].notna().all()
     assert not ((pred["model"] == "pooled") & (pred["status"] == "too_few_visits")).any()
     # own models learn from the visits before each customer's last (its question): 5 of them for a window
     assert len(pd.read_parquet(tmp_path / "run" / "customer_metrics.parquet")) == (visits >= 6).sum()
@@ -84,8 +87,18 @@ def test_predict_from_a_saved_run_reproduces_and_handles_new_customers(tiny, tmp
     mixed = pd.concat([events, newcomer], ignore_index=True)
     pred = predict(tmp_path / "run", mixed).set_index("customer_id")
     assert len(pred) == 42
+    # auto: a newcomer gets its history length's answer; unknown_customer only where own models answer there
+    own_in = set(json.loads((tmp_path / "run" / "answers.json").read_text())["own_models_answer_in"])
+    for new in ("new1", "new2"):
+        bucket = bucket_names(np.array([pred.loc[new, "n_visits"]]))[0]
+        assert pred.loc[new, "status"] == ("unknown_customer" if bucket in own_in else "ok")
+        assert pred.loc[new, "model"] in {*BASELINES, "pooled"}
+    # per_customer: every newcomer with a window is one the run's own models would have answered
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "per_customer", "train.survival_epochs": 0})
+    train_all(events, cfg, tmp_path / "classic", progress=False)
+    pred = predict(tmp_path / "classic", mixed).set_index("customer_id")
     assert (pred.loc[["new1", "new2"], "status"] == "unknown_customer").all()
-    assert pred.loc[["new1", "new2"], "model"].isin(BASELINES).all()
+    assert (pred.loc[["new1", "new2"], "model"] == "customer_median").all()
 
 
 def test_pooled_mode_needs_no_own_models_to_predict_from_its_folder(tiny, tmp_path):
@@ -111,21 +124,35 @@ def test_the_shared_model_answering_keeps_the_reason_why_an_own_model_did_not(ti
     train_all(events, cfg, tmp_path / "run", progress=False)
     hist = histories(validate_events(events))
     # as in an auto run whose first three customers have own models: one diverged, two beaten
-    run = dataclasses.replace(load_run(tmp_path / "run"), keys=hist.keys[:3], center=np.zeros(3, np.float32),
+    # own models answering in every history bucket (own_buckets None)
+    loaded = load_run(tmp_path / "run")
+    auto = dataclasses.replace(loaded.config, model=dataclasses.replace(loaded.config.model, mode="auto"))
+    run = dataclasses.replace(loaded, config=auto, keys=hist.keys[:3], center=np.zeros(3, np.float32), own_buckets=None,
                               diverged=np.array([False, True, False]), answers=np.zeros(3, bool))
     pred = predict_frame(run, hist, make_windows(hist, 3))
-    assert (pred["model"] == "pooled").all()
-    assert pred["status"].tolist() == ["baseline_beat_model", "diverged", "baseline_beat_model"] + ["unknown_customer"] * 3
+    assert (pred["model"] == "pooled").all()  # who answered; status: whether that answer is healthy
+    assert pred["status"].tolist() == ["ok", "diverged", "ok"] + ["unknown_customer"] * 3
 
 
 def test_classification_head_gives_probabilities(tiny):
-    cfg = tiny.__class__(data=tiny.data.__class__(bins=(5.0, 15.0)), model=tiny.model, train=tiny.train)
-    pred = train_all(make_customers(20, seed=4, visits=(8, 30)), cfg, progress=False)
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"data.bins": [5, 15], "model.mode": "per_customer"})
+    short = make_customers(3, seed=5, visits=(2, 3)).assign(customer_id=lambda f: "short-" + f["customer_id"])
+    pred = train_all(pd.concat([make_customers(20, seed=4, visits=(8, 30)), short]), cfg, progress=False)
     probs = pred[[f"p_bin_{k}" for k in range(3)]].to_numpy()
     ok = pred["model"] == "per_customer"
-    assert ok.any()
-    np.testing.assert_allclose(probs[ok].sum(1), 1.0, rtol=1e-5)
-    assert (pred.loc[ok, "predicted_bin"] == probs[ok].argmax(1)).all()
+    assert ok.any() and (~ok).any()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)  # every customer, whoever answered
+    assert (pred["predicted_bin"] == probs.argmax(1)).all()
+    base = pred.loc[~ok]  # a baseline's answer is its bin, one-hot
+    assert set(base["model"]) <= set(BASELINES)
+    assert ((base[[f"p_bin_{k}" for k in range(3)]].to_numpy() == 1).sum(1) == 1).all()
+    assert (base["predicted_bin"].to_numpy() == to_bins(base["predicted_interval_days"].to_numpy(), (5.0, 15.0))).all()
+    # the shared model's probabilities are its softmax, not a one-hot
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"data.bins": [5, 15], "model.mode": "pooled", "train.pooled_epochs": 1})
+    pooled = train_all(make_customers(20, seed=4, visits=(2, 30)), cfg, progress=False)
+    probs = pooled[[f"p_bin_{k}" for k in range(3)]].to_numpy()
+    assert (pooled["model"] == "pooled").all() and (probs.max(1) < 1).all()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     assert set(pred.loc[ok, "predicted_interval_days"]) <= {2.5, 10.0, 20.0}  # bin midpoints
 
 
