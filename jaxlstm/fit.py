@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from jaxlstm import checkpoint
+from jaxlstm import checkpoint, distributed
 from jaxlstm.config import Config
 from jaxlstm.data import batching
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
+from jaxlstm.placement import Placement
 from jaxlstm.pooled import PooledModel, window_features
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
@@ -59,7 +60,7 @@ def prepare(events: pd.DataFrame, config: Config) -> Prepared:
 
 def _packed(prep: Prepared, config: Config, inputs=None) -> Prepared:
     rows = np.flatnonzero(prep.windows.counts > 0)
-    C = max(1, min(config.train.chunk_customers, len(rows)))
+    C = Placement.local().chunk_size(config.train.chunk_customers, len(rows))
     chunks = batching.pack_chunks(prep.windows, prep.is_val, prep.center, prep.seeds, rows, C, config.train.batch_size,
                                   config.data.bins, inputs)
     return dataclasses.replace(prep, chunks=chunks)
@@ -117,30 +118,32 @@ def _validate(compiled: Compiled, params, chunk: batching.Chunk, outputs: bool =
     return result
 
 
-def _stop_padding(state: CustomerState, chunk: batching.Chunk) -> CustomerState:
-    return state._replace(stopped=np.asarray(state.stopped) | ~chunk.real)
+def _stop_padding(state: CustomerState, chunk: batching.Chunk, placement: Placement) -> CustomerState:
+    return state._replace(stopped=placement.put(np.asarray(state.stopped) | ~chunk.real))
 
 
 def _gather(states: list, chunks: list[batching.Chunk]) -> Any:
-    """Per-chunk device states -> one numpy tree over all model customers (padding dropped)."""
+    """Every chunk's state (numpy, see distributed.gather_chunks) -> one numpy tree over all model
+    customers in chunk order (padding dropped)."""
     return jax.tree_util.tree_map(
         lambda *xs: np.concatenate([np.asarray(x)[c.real] for x, c in zip(xs, chunks)]), *states
     )
 
 
-def _scatter(tree: Any, states: list, chunks: list[batching.Chunk]) -> list:
-    """Inverse of _gather: put restored rows back into each chunk's state."""
-    out, start = [], 0
-    for st, c in zip(states, chunks):
-        n = int(c.real.sum())
+def _scatter(tree: Any, states: dict[int, Any], chunks: list[batching.Chunk], placement: Placement) -> dict[int, Any]:
+    """Inverse of _gather for the chunks this process trains (`states`: chunk index -> state): put
+    their restored rows back into each chunk's state, on the devices."""
+    starts = np.r_[0, np.cumsum([int(c.real.sum()) for c in chunks])]
+    out = {}
+    for ci, st in states.items():
+        real, start = chunks[ci].real, starts[ci]
 
-        def put(full, cur, start=start, n=n, real=c.real):
+        def put(full, cur, start=start, n=int(real.sum()), real=real):
             cur = np.array(cur)
             cur[real] = full[start : start + n]
             return cur
 
-        out.append(jax.tree_util.tree_map(put, tree, st))
-        start += n
+        out[ci] = placement.put(jax.tree_util.tree_map(put, tree, st))
     return out
 
 
@@ -157,31 +160,45 @@ class Fit:
     val_error: np.ndarray  # [N_model] MAE days (regression) or error rate (classification)
     val_days: np.ndarray  # [M windows] the kept parameters' answer in days on validation windows, else NaN
     val_class: np.ndarray  # [M] its class when binning, else -1
+    devices: int = 1  # devices the customers were trained on, over all processes
+    processes: int = 1
 
 
 def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
         start_from: Any = None, desc: str = "train") -> Fit:
     """Train every customer's model. Resumes from the latest checkpoint in `ckpt_dir` if asked.
-    start_from: parameters (leading axis 1) every customer starts from instead of its own init."""
+    start_from: parameters (leading axis 1) every customer starts from instead of its own init.
+
+    Each chunk's customers are split over this process's devices (placement.py). With several
+    processes (distributed.py) each trains its own chunks; every process calls fit with the same
+    data and gets the same Fit (states gathered at checkpoints and at the end)."""
     t = config.train
-    chunks, B = prep.chunks, t.batch_size
+    B = t.batch_size
     keys = prep.hist.keys[prep.model_rows]
     center = prep.center[prep.model_rows]
-    if not chunks:
+    if not prep.chunks:
         M = len(prep.windows.y)
         return Fit(None, None, [], 0.0, 0.0, 0, np.zeros(0), np.zeros(0), np.zeros(0), np.full(M, np.nan), np.full(M, -1))
+    placement = Placement.local()
+    # chunks packed for another device count (a caller's own chunk size) are padded to a multiple of it
+    chunks = [batching.pad_customers(c, placement.round_up(len(c.rows))) for c in prep.chunks]
     C = len(chunks[0].rows)
     t_compile = time.perf_counter()
-    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1], half=True)
+    compiled = compile_steps(config, C, B, n_features=chunks[0].x_train.shape[-1], half=True, placement=placement)
     Bv = compiled.eval_batch
     seconds_compile = time.perf_counter() - t_compile  # ~0 when this process compiled it before
     seed = np.int32(t.seed)
+    mine = distributed.my_chunks(len(chunks))  # all of them in a one-process run
+    template = compiled.init.out_info  # one chunk's state: shapes and dtypes
     # padding customers are stopped from the start: they take no steps and never keep a chunk training
-    states = [_stop_padding(compiled.init(seed, c.seeds), c) for c in chunks]
+    states = {ci: _stop_padding(compiled.init(seed, chunks[ci].seeds), chunks[ci], placement) for ci in mine}
     if start_from is not None:  # RMSprop's state starts at zero whatever the parameters: keep it
-        tiled = jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from)
-        states = [st._replace(params=tiled, best_params=tiled) for st in states]
-    print_ = _say if progress else (lambda *_: None)
+        tiled = placement.put(jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from))
+        states = {ci: st._replace(params=tiled, best_params=tiled) for ci, st in states.items()}
+    print_ = _say if progress and distributed.is_main() else (lambda *_: None)
+
+    def everyone() -> list:  # every chunk's state, numpy, on every process (a collective with several)
+        return distributed.gather_chunks(states, len(chunks), template)
 
     extra = (prep.hist.extras,) if prep.hist.n_extra else ()
     fp = checkpoint.fingerprint(config, prep.windows.x, prep.windows.y, prep.windows.offsets, prep.hist.keys, *extra)
@@ -202,25 +219,28 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         start, saved = found
         if saved["fingerprint"] != fp:
             raise InputError(f"--resume: {ckpt_dir} was trained on other data or another config; start a new run or drop --resume")
-        restored = checkpoint.restore(ckpt_dir, start, checkpoint_tree(_gather(states, chunks), center, 0))
-        states = _scatter(CustomerState(**restored["customers"]), states, chunks)
+        full = jax.tree_util.tree_map(lambda a: np.zeros((len(keys),) + a.shape[1:], a.dtype), template)
+        restored = checkpoint.restore(ckpt_dir, start, checkpoint_tree(full, center, 0))
+        states = _scatter(CustomerState(**restored["customers"]), states, chunks, placement)
         print_(f"resumed from {ckpt_dir} after epoch {start}")
     history: list[dict[str, float]] = list(found[1].get("history", [])) if resume and found else []
     n_model = len(keys)
     t0 = time.perf_counter()
-    done = [bool(np.asarray(st.stopped).all()) for st in states]
-    masks = [_masks(c.n_train, B, Bv if compiled.train_half else None) for c in chunks]  # the same every epoch
-    bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+    done = {ci: bool(np.asarray(st.stopped).all()) for ci, st in states.items()}
+    all_done = distributed.all_processes(all(done.values()))
+    masks = {ci: _masks(chunks[ci].n_train, B, Bv if compiled.train_half else None) for ci in mine}  # the same every epoch
+    bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress or not distributed.is_main(),
+               dynamic_ncols=True)
     epochs_run = 0  # epochs this call ran: fewer than asked once every customer has stopped
     for epoch in bar:
-        if all(done):  # every customer has stopped: the remaining epochs would change nothing
+        if all_done:  # every customer (of every process) has stopped: the remaining epochs would change nothing
             break
         epochs_run += 1
         tr_sum, tr_n, va_sum, va_n = [], [], [], []
-        for ci, chunk in enumerate(chunks):
-            st = states[ci]
+        for ci in mine:
             if done[ci]:
                 continue
+            st, chunk = states[ci], chunks[ci]
             xs, ys = _shuffled(chunk, t.seed, epoch, B)
             for k, mask in enumerate(masks[ci]):
                 if mask.shape[1] < B:  # the last minibatch fits the half step
@@ -233,32 +253,39 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
             vs, vn = _validate(compiled, st.params, chunk)
             va_sum.append(vs), va_n.append(vn)
             states[ci] = compiled.end_epoch(st, vs, vn, np.int32(epoch))
-        done = [bool(np.asarray(st.stopped).all()) for st in states]  # one wait per epoch, not per chunk
+        done = {ci: bool(np.asarray(st.stopped).all()) for ci, st in states.items()}  # one wait per epoch, not per chunk
+        # this epoch's loss sums over every process, and how many processes still train
+        totals = distributed.sum_over_processes(np.array(
+            [sum(float(np.asarray(x).sum()) for x in part) for part in (tr_sum, tr_n, va_sum, va_n)] + [not all(done.values())]))
+        all_done = totals[4] == 0
         row = {
             "epoch": epoch + 1,
-            "train_loss": float(sum(np.asarray(x).sum() for x in tr_sum) / max(sum(np.asarray(x).sum() for x in tr_n), 1)),
-            "val_loss": float(sum(np.asarray(x).sum() for x in va_sum) / max(sum(np.asarray(x).sum() for x in va_n), 1)),
+            "train_loss": float(totals[0] / max(totals[1], 1)),
+            "val_loss": float(totals[2] / max(totals[3], 1)),
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
                         customer_epochs_s=f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}")
-        last = epoch + 1 == t.epochs or all(done)
+        last = epoch + 1 == t.epochs or all_done
         if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or last):
-            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(states, chunks), center, epoch + 1), {**meta, "history": history})
+            # every process saves the same gathered tree; Orbax writes it once (process 0)
+            checkpoint.save(mngr, epoch + 1, checkpoint_tree(_gather(everyone(), chunks), center, epoch + 1), {**meta, "history": history})
     bar.close()
-    jax.block_until_ready(states)
+    jax.block_until_ready(list(states.values()))
     seconds = time.perf_counter() - t0
+    all_states = everyone()
     if mngr is not None:
         if mngr.latest_step() is None:  # e.g. epochs = 0: still leave a run that predict.py can read
-            checkpoint.save(mngr, start, checkpoint_tree(_gather(states, chunks), center, start), meta)
+            checkpoint.save(mngr, start, checkpoint_tree(_gather(all_states, chunks), center, start), meta)
         mngr.wait_until_finished()
 
-    # what the parameters each customer keeps answer on its validation windows
+    # what the parameters each customer keeps answer on its validation windows (every process, every
+    # chunk: a forward pass over a fifth of the windows, cheaper than gathering the answers)
     M = len(prep.windows.y)
     val_days, val_class = np.full(M, np.nan), np.full(M, -1, np.int64)
     val_sum, val_n = [], []
-    for st, chunk in zip(states, chunks):
+    for st, chunk in zip(all_states, chunks):
         s, n, out = _validate(compiled, kept_params(st, config), chunk, outputs=True)
         val_sum.append(np.asarray(s)[chunk.real]), val_n.append(np.asarray(n)[chunk.real])
         _put_val_answers(out, chunk, prep, config, val_days, val_class)
@@ -270,8 +297,9 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
-    return Fit(_gather(states, chunks), compiled, history, seconds_compile, seconds, epochs_run,
-               np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class)
+    return Fit(_gather(all_states, chunks), compiled, history, seconds_compile, seconds, epochs_run,
+               np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class,
+               devices=jax.device_count(), processes=jax.process_count())
 
 
 def _put_val_answers(out: np.ndarray, chunk: batching.Chunk, prep: Prepared, config: Config,
@@ -305,8 +333,9 @@ def forward_each(config: Config, params: Any, rows: np.ndarray, x: np.ndarray, c
     if len(rows) == 0:
         return np.zeros((0, config.n_outputs), np.float32)
     if compiled is None:
-        compiled = compile_steps(config, max(1, min(config.train.chunk_customers, len(rows))), config.train.batch_size,
-                                 only=("evaluate",), n_features=x.shape[-1], half=True)
+        placement = Placement.local()
+        compiled = compile_steps(config, placement.chunk_size(config.train.chunk_customers, len(rows)), config.train.batch_size,
+                                 only=("evaluate",), n_features=x.shape[-1], half=True, placement=placement)
     C, B = compiled.shape[0], compiled.eval_batch
     pad = (-len(rows)) % C  # the last call is filled up with copies of the first customer
     rows, x = np.r_[rows, np.repeat(rows[:1], pad)], np.concatenate([x, np.repeat(x[:1], pad, 0)])

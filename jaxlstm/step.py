@@ -21,6 +21,7 @@ import optax
 from jaxlstm.config import Config
 from jaxlstm.distribution import survival_nll
 from jaxlstm.model import Forecaster, build_model, dropout_scales, flatten, forward, init_params, mix32, param_unravel
+from jaxlstm.placement import Placement
 
 
 class CustomerState(NamedTuple):
@@ -245,42 +246,48 @@ def program_key(config: Config) -> Config:
 
 
 def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1,
-                  half: bool = False) -> Compiled:
+                  half: bool = False, placement: Placement | None = None) -> Compiled:
     """vmap the one-customer functions over C customers, jit and compile them ahead of time, so
     compile time is measured apart and a shape mismatch fails loudly instead of recompiling.
     Programs are reused within a process for configs that differ only in what they do not read
-    (program_key), on the same visible devices (a later change places chunks over them).
+    (program_key), on the same visible devices and placement.
+
+    placement: the devices the C customers are split over (C a multiple of their count; every
+    per-customer argument and output sharded over them); default this process's first device.
 
     half (B even): also compile the train step and dropout for B / 2 windows, and evaluate B / 2
     windows per call. A half step costs ~60% of a full one, and validation holds ~20% of a
     customer's windows, usually under half a batch (benchmarks/NOTES.md)."""
     half = half and B % 2 == 0
     only = tuple(only) + (("train_half", "dropout_half") if half and "train" in only else ())
-    return _compile_steps(program_key(config), C, B, only, n_features, B // 2 if half else B, tuple(jax.devices()))
+    return _compile_steps(program_key(config), C, B, only, n_features, B // 2 if half else B, tuple(jax.devices()),
+                          placement or Placement.single())
 
 
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
 def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int, Bv: int,
-                   devices: tuple = ()) -> Compiled:
-    """Bv: the half width (B / 2) or B; the half programs and evaluate use it. devices: only part
-    of the cache key (the programs compile for the default device)."""
+                   devices: tuple = (), placement: Placement | None = None) -> Compiled:
+    """Bv: the half width (B / 2) or B; the half programs and evaluate use it. devices: every
+    visible device (all processes'), part of the cache key only; placement: where the programs run."""
+    placement = placement or Placement.single()
+    spec = placement.spec
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
     loss = (loss, config.model.quantile) if loss == "pinball" else loss
     L, F = config.data.look_back, n_features
     unravel = param_unravel(model, L, F)
     y_dtype = jnp.int32 if K else jnp.float32
-    seed = jax.ShapeDtypeStruct((), jnp.int32)
-    seeds = jax.ShapeDtypeStruct((C, 2), jnp.uint32)
-    scalar = jax.ShapeDtypeStruct((), jnp.int32)
-    x = jax.ShapeDtypeStruct((C, B, L, F), jnp.float32)
-    y = jax.ShapeDtypeStruct((C, B) + config.target_shape, y_dtype)
-    mask = jax.ShapeDtypeStruct((C, B), jnp.float32)
-    vec = jax.ShapeDtypeStruct((C,), jnp.float32)
-    drop = jax.ShapeDtypeStruct((C, config.model.lstm_layers, B, config.model.units), jnp.float32)
-    x_v = jax.ShapeDtypeStruct((C, Bv, L, F), jnp.float32)
-    y_v = jax.ShapeDtypeStruct((C, Bv) + config.target_shape, y_dtype)
-    mask_v = jax.ShapeDtypeStruct((C, Bv), jnp.float32)
-    drop_v = jax.ShapeDtypeStruct((C, config.model.lstm_layers, Bv, config.model.units), jnp.float32)
+    seed = spec((), jnp.int32, per_customer=False)
+    seeds = spec((C, 2), jnp.uint32)
+    scalar = spec((), jnp.int32, per_customer=False)
+    x = spec((C, B, L, F), jnp.float32)
+    y = spec((C, B) + config.target_shape, y_dtype)
+    mask = spec((C, B), jnp.float32)
+    vec = spec((C,), jnp.float32)
+    drop = spec((C, config.model.lstm_layers, B, config.model.units), jnp.float32)
+    x_v = spec((C, Bv, L, F), jnp.float32)
+    y_v = spec((C, Bv) + config.target_shape, y_dtype)
+    mask_v = spec((C, Bv), jnp.float32)
+    drop_v = spec((C, config.model.lstm_layers, Bv, config.model.units), jnp.float32)
 
     def v_init(seed, seeds):
         # lax.map, not vmap: a vmapped orthogonal init is one batched QR, and XLA:CPU's batched
@@ -289,7 +296,7 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
         # and init runs once per chunk.
         return jax.lax.map(lambda p: init_state(model, tx, config, seed, p, F), seeds)
 
-    state = jax.eval_shape(v_init, seed, seeds)
+    state = jax.tree_util.tree_map(lambda a: spec(a.shape, a.dtype), jax.eval_shape(v_init, seed, seeds))
 
     def v_dropout(seeds, seed, epoch, k):
         return jax.vmap(lambda sp: step_dropout(model, B, sp, seed, epoch, k))(seeds)
@@ -308,21 +315,25 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
     def v_end(state, val_sum, val_n, epoch):
         return jax.vmap(lambda s, a, b: end_epoch(s, a, b, epoch, config.train.patience))(state, val_sum, val_n)
 
+    # (function, abstract arguments, which are split over customers, donated arguments)
     jobs = {
-        "init": (v_init, (seed, seeds), ()),
-        "dropout": (v_dropout, (seeds, seed, scalar, scalar), ()),
-        "train": (v_train, (state, x, y, mask, drop), (0,)),
-        "evaluate": (v_eval, (state.params, x_v, y_v, mask_v), ()),
-        "end_epoch": (v_end, (state, vec, vec, scalar), (0,)),
-        "train_half": (v_train, (state, x_v, y_v, mask_v, drop_v), (0,)),
-        "dropout_half": (v_dropout_half, (seeds, seed, scalar, scalar), ()),
+        "init": (v_init, (seed, seeds), (False, True), ()),
+        "dropout": (v_dropout, (seeds, seed, scalar, scalar), (True, False, False, False), ()),
+        "train": (v_train, (state, x, y, mask, drop), (True,) * 5, (0,)),
+        "evaluate": (v_eval, (state.params, x_v, y_v, mask_v), (True,) * 4, ()),
+        "end_epoch": (v_end, (state, vec, vec, scalar), (True, True, True, False), (0,)),
+        "train_half": (v_train, (state, x_v, y_v, mask_v, drop_v), (True,) * 5, (0,)),
+        "dropout_half": (v_dropout_half, (seeds, seed, scalar, scalar), (True, False, False, False), ()),
     }
     seconds: dict[str, float] = {}
 
     def build(name):
-        fn, args, donate = jobs[name]
+        fn, args, split, donate = jobs[name]
         t0 = time.perf_counter()
-        lowered = jax.jit(fn, donate_argnums=donate).lower(*args)  # tracing holds the GIL: done one by one
+        # each device runs the vmapped function on its own customers: the same program per device
+        # whatever the device count, and no collectives
+        fn = placement.shard_map(fn, split)
+        lowered = jax.jit(fn, donate_argnums=donate, out_shardings=placement.sharding).lower(*args)  # tracing holds the GIL: one by one
         return name, lowered, t0
 
     def compile_(item):

@@ -187,3 +187,19 @@ def pack_chunks(
         chunk_seeds[real] = seed_halves(seeds[part[real]])
         chunks.append(Chunk(part, chunk_seeds, c, x_train, y_train, n_train, x_val, y_val, n_val))
     return chunks
+
+
+def pad_customers(chunk: Chunk, C: int) -> Chunk:
+    """The chunk with padding customers added up to C (no real window, row -1): e.g. to a multiple
+    of the device count (placement.Placement.round_up). The chunk itself when it has C already."""
+    extra = C - len(chunk.rows)
+    if extra == 0:
+        return chunk
+    if extra < 0:
+        raise ValueError(f"a chunk of {len(chunk.rows)} customers cannot be padded to {C}")
+
+    def grow(a: np.ndarray, fill=0) -> np.ndarray:
+        return np.concatenate([a, np.full((extra,) + a.shape[1:], fill, a.dtype)])
+
+    return Chunk(grow(chunk.rows, -1), grow(chunk.seeds), grow(chunk.center), grow(chunk.x_train), grow(chunk.y_train),
+                 grow(chunk.n_train), grow(chunk.x_val), grow(chunk.y_val), grow(chunk.n_val))

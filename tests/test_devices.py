@@ -1,0 +1,83 @@
+"""The customer axis sharded over several devices (4 forced CPU devices, in a subprocess: the
+device count is fixed when jax starts) trains every customer as one device does."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# trains 13 customers per customer (2 per device per call: 1 device packs 7 chunks of 2, 4 devices
+# 2 chunks of 8, the last with 3 padding customers) and saves parameters, answers and placement facts
+SCRIPT = textwrap.dedent("""
+    import dataclasses, json, sys
+    import jax, numpy as np
+    from jaxlstm import train_all
+    from jaxlstm.config import load_config
+    from jaxlstm.data.events import validate_events
+    from jaxlstm.fit import fit, prepare
+    from jaxlstm.synth import make_customers
+
+    out = sys.argv[1]
+    cfg = load_config("configs/tiny.toml", {"train.epochs": 3, "train.chunk_customers": 2, "model.mode": "per_customer",
+                                            "train.compilation_cache": False})
+    events = validate_events(make_customers(13, seed=5, visits=(6, 40), one_off_share=0.0))
+    prep = prepare(events, cfg)
+    result = fit(prep, cfg, progress=False)
+    pred = train_all(events, cfg, progress=False)
+    params = result.compiled.init.out_info.params
+    init = fit(prep, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=0)), progress=False)
+    np.savez(out + ".npz", keys=np.asarray(prep.hist.keys[prep.model_rows], str), params=result.state.params,
+             init=init.state.params,
+             best=result.state.best_params, stopped=result.state.stopped, val_days=result.val_days,
+             pred_ids=np.asarray(pred["customer_id"], str), pred=pred["predicted_interval_days"].to_numpy(float),
+             model=np.asarray(pred["model"], str))
+    json.dump({"devices": result.devices, "local_devices": len(jax.local_devices()), "chunks": len(prep.chunks),
+               "chunk_customers": int(result.compiled.shape[0]),
+               "params_sharding": str(params.sharding.spec), "mesh_devices": params.sharding.mesh.size},
+              open(out + ".json", "w"))
+""")
+
+
+def _run(tmp: Path, devices: int) -> tuple[dict, dict]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    out = tmp / f"d{devices}"
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out)], cwd=ROOT, env=env, check=True, timeout=600)
+    return json.loads(Path(f"{out}.json").read_text()), dict(np.load(f"{out}.npz"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("devices")
+    return _run(tmp, 1), _run(tmp, 4)
+
+
+def test_four_devices_shard_the_customer_axis(runs):
+    (one, _), (four, _) = runs
+    assert one["devices"] == 1 and four["devices"] == 4 == four["local_devices"]
+    # 2 customers per device per call: chunks of 2 on one device, 8 on four (13 customers: 7 and 2 chunks)
+    assert (one["chunk_customers"], one["chunks"]) == (2, 7)
+    assert (four["chunk_customers"], four["chunks"]) == (8, 2)
+    assert four["mesh_devices"] == 4 and "customers" in four["params_sharding"]
+
+
+def test_four_devices_train_every_customer_as_one_device_does(runs):
+    (_, a), (_, b) = runs
+    order_a, order_b = np.argsort(a["keys"]), np.argsort(b["keys"])
+    np.testing.assert_array_equal(a["keys"][order_a], b["keys"][order_b])  # every customer, once
+    for name in ("params", "best"):
+        np.testing.assert_allclose(a[name][order_a], b[name][order_b], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(a["stopped"][order_a], b["stopped"][order_b])
+    np.testing.assert_allclose(a["val_days"], b["val_days"], rtol=1e-5, atol=1e-5)  # flat, in window order
+    # whole runs: the same answers, from the customers' own models (not a fallback that hides them)
+    np.testing.assert_array_equal(a["pred_ids"], b["pred_ids"])
+    assert (a["model"] == "per_customer").sum() >= 10
+    np.testing.assert_allclose(a["pred"], b["pred"], rtol=1e-5, atol=1e-5)
+    # and training moved the parameters: the comparison is not between two inits
+    assert np.abs(a["params"] - a["init"]).max() > 1e-3
