@@ -132,6 +132,10 @@ def run(customers: int, epochs: int, visits=(20, 120), hidden: int = 8, config_p
     overrides = {"train.epochs": epochs, "model.units": hidden, "model.dense": str(hidden), "train.patience": 0,
                  "train.compilation_cache": cache, "model.mode": "per_customer", "train.survival_epochs": 0}
     config = load_config(config_path, overrides)
+    if cache:
+        from jaxlstm.train import enable_compilation_cache
+
+        enable_compilation_cache()
     events = make_customers(customers, seed=seed, visits=tuple(visits))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:

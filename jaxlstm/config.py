@@ -86,6 +86,9 @@ class TrainConfig:
     # each customer's examples weigh 1 in total, its k-th latest recency ** k of it (normalised): the shared
     # model learns the next gap of a customer, not the typical gap of heavy buyers' past (1: all alike)
     pooled_recency: float = 0.5
+    # after early stopping on the questions, train the answering shared model again on every interval (the
+    # questions are the latest gaps) for the chosen number of epochs; the scores stay those of the held-out one
+    pooled_refit: bool = True
     survival_epochs: int = 20  # the survival model (as-of answers); 0: none, p_within_* columns are NaN
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla

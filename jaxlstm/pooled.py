@@ -96,6 +96,8 @@ class PooledModel:
     params: Any
     center: float
     compiled: Compiled | None = None
+    # the model trained without the questions (evaluate.py), which scores and chooses; None once restored
+    heldout: PooledModel | None = None
 
     def answer(self, hist: Histories, owner: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(days [P], class probabilities [P, K] or None) for interval `pos` of customer `owner`."""
@@ -154,7 +156,17 @@ def fit_pooled(hist: Histories, q: Questions, config: Config, progress: bool = T
     weight = customer_weights(owner, pos, train, config.train.pooled_recency)
     params, compiled, history = train_shared(config, x, y, train_rows, val_rows, config.train.pooled_epochs, "pooled",
                                              progress, weight)
-    return PooledModel(config, params, center, compiled), history
+    heldout = PooledModel(config, params, center, compiled)
+    if not config.train.pooled_refit or not len(val_rows) or not history:
+        return dataclasses.replace(heldout, heldout=heldout), history
+    # the questions are every customer's latest gaps, the closest to the next one: once the epoch count is
+    # chosen on them, the model that answers learns from them too (the same epochs, every interval)
+    epochs = int(np.argmin([h["val_loss"] for h in history])) + 1
+    every = np.ones(len(owner), bool)
+    final_cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, patience=0))
+    final, compiled_final, _ = train_shared(final_cfg, x, y, np.arange(len(owner)), val_rows, epochs, "pooled (all)",
+                                            progress, customer_weights(owner, pos, every, config.train.pooled_recency), keep="last")
+    return PooledModel(config, final, center, compiled_final, heldout=heldout), history
 
 
 def customer_weights(owner: np.ndarray, pos: np.ndarray, train: np.ndarray, recency: float) -> np.ndarray:
@@ -174,11 +186,12 @@ def customer_weights(owner: np.ndarray, pos: np.ndarray, train: np.ndarray, rece
 
 
 def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, epochs: int,
-                 desc: str, progress: bool = True, weight: np.ndarray | None = None) -> tuple[Any, Compiled, list[dict]]:
+                 desc: str, progress: bool = True, weight: np.ndarray | None = None,
+                 keep: str = "best") -> tuple[Any, Compiled, list[dict]]:
     """One model over examples x [P, L, F], y [P, ...]: minibatches of train.pooled_batch from a fresh
     random subset of `train_rows` each epoch (each example's loss times `weight` [P], default 1),
-    early-stopped on `val_rows`. Returns (the parameters with the best validation loss, leading
-    axis 1; the compiled steps; the loss history)."""
+    early-stopped on `val_rows`. Returns (the parameters with the best validation loss, or with
+    keep="last" those of the last epoch, leading axis 1; the compiled steps; the loss history)."""
     t = config.train
     B = t.pooled_batch
     compiled = compile_steps(config, 1, B, n_features=x.shape[-1])
@@ -211,7 +224,7 @@ def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.nd
         if bool(np.asarray(state.stopped)[0]):
             break
     # many validation windows: picking the best epoch on them costs little optimism
-    return jax.tree_util.tree_map(np.asarray, state.best_params), compiled, history
+    return jax.tree_util.tree_map(np.asarray, state.best_params if keep == "best" else state.params), compiled, history
 
 
 def _padded(x: np.ndarray, y: np.ndarray, rows: np.ndarray, B: int, weight: np.ndarray | None = None):

@@ -52,7 +52,9 @@ def _write_atomic(path: Path, write) -> None:
 
 
 def enable_compilation_cache() -> None:
-    """Persist compiled XLA programs across processes (a second run compiles in ~1 s, see PERF.md)."""
+    """Persist compiled XLA programs across processes (a second run compiles in ~1 s, see PERF.md).
+    A process-wide JAX setting: the scripts call it (train.compilation_cache); the library never
+    changes global settings behind its caller's back."""
     cache = os.environ.get("JAXLSTM_CACHE_DIR") or str(Path.home() / ".cache" / "jaxlstm" / "xla")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -99,8 +101,6 @@ def train_all(
             extended = resume_check(Path(out_dir), config)
             if extended and progress:
                 say(extended)
-    if config.train.compilation_cache:
-        enable_compilation_cache()
     t_start = time.perf_counter()
     checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of,
                            **options(config.data))
@@ -150,7 +150,7 @@ def train_all(
     else:
         own = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool), None, pooled)
     own_days = question_answers(own, prep, hist, q, result.compiled) if len(rows) else None
-    pooled_days = pooled.answer(hist, q.owner, q.pos)[0] if pooled is not None else None
+    pooled_days = pooled.heldout.answer(hist, q.owner, q.pos)[0] if pooled is not None else None  # no question seen
     fallback_by, own_buckets, evaluation, holdout_frame = evaluate_run(hist, q, d.bins, pooled_days, own_days, mode)
     survival, survival_history, asof_scores = None, [], None
     if config.train.survival_epochs > 0:

@@ -41,6 +41,10 @@ def main(argv=None) -> None:
     if not Path(args.run).is_dir():
         raise InputError(f"--run {args.run}: no such run folder")
     run = load_run(args.run)
+    if run.config.train.compilation_cache:
+        from jaxlstm.train import enable_compilation_cache
+
+        enable_compilation_cache()
     d = run.config.data
     id_col, time_col = args.id_col or d.id_col, args.time_col or d.time_col
     raw, source = _cli.read_customers(args, id_col, time_col, d.extra_cols)

@@ -78,6 +78,10 @@ def main(argv=None) -> None:
             raise InputError(f"{flag} and --set {key} both set {key}: give one of them")
         overrides[key] = value
     config = load_config(args.config, overrides)
+    if config.train.compilation_cache:
+        from jaxlstm.train import enable_compilation_cache
+
+        enable_compilation_cache()
     if args.epochs is not None and config.model.mode == "pooled":
         raise InputError("--epochs sets the customers' own models' epochs, and mode pooled trains none: "
                          "use --pooled-epochs for the shared model")

@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_dtype_promotion", "strict")  # no silent float64 / int promotion
 
 from jaxlstm.config import load_config  # noqa: E402
+from jaxlstm.train import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()  # the library leaves global settings alone; the tests, like the scripts, opt in
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
