@@ -101,7 +101,13 @@ BAD_TRAIN = [
     (["--epochs", "-1"], "train.epochs must be >= 0, got -1"),
     (["--set", "data.look_back=0"], "data.look_back must be >= 1, got 0"),
     (["--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
-    (["--set", "train.epochs=ten"], "config key 'train.epochs': cannot read 'ten' as int"),
+    (["--set", "train.epochs=ten"], "--set train.epochs=ten: 'train.epochs' takes an integer, got 'ten'"),
+    (["--set", "train.epochs=abc", "--epochs", "1"], "--set train.epochs=abc: 'train.epochs' takes an integer"),
+    (["--set", "train.epochs=2", "--epochs", "1"], "--epochs and --set train.epochs both set train.epochs: give one of them"),
+    (["--set", "data.bins=7,30,90"], "(a TOML list, e.g. data.bins=[7, 30, 90])"),
+    (["--set", "data.floor_days=yes"], "'data.floor_days' takes true or false, got 'yes'"),
+    (["--mode", "pooled", "--epochs", "3"], "mode pooled trains none: use --pooled-epochs for the shared model"),
+    (["--out", "x", "--resume", "--overwrite"], "--resume continues the run in --out, --overwrite replaces it"),
     (["--set", "epochs"], "--set 'epochs': expected SECTION.KEY=VALUE"),
     (["--config", "nowhere.toml"], "config file not found: nowhere.toml"),
     (["--sample-customers", "0"], "--sample-customers must be >= 1, got 0"),
@@ -284,6 +290,7 @@ def test_resume_refuses_other_data_or_config(tmp_path, tiny, capsys):
             "--out", tmp_path / "run", "--quiet"]
     _cli.run(TRAIN.main, [str(a) for a in base])
     capsys.readouterr()
-    assert "other data or another config" in _cli_fails(TRAIN, [*base, "--resume", "--seed", "5"], capsys)
+    assert ("the config differs from the run's (train.seed: 0 in the run, 5 now)"
+            in _cli_fails(TRAIN, [*base, "--resume", "--seed", "5"], capsys))
     pd.read_csv(EXAMPLE_CSV).head(2000).to_csv(data, index=False)
     assert "other data or another config" in _cli_fails(TRAIN, [*base, "--resume"], capsys)
