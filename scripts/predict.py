@@ -3,8 +3,8 @@
     python scripts/predict.py --run runs/NAME --customers visits.parquet --out predictions.parquet
     python scripts/predict.py --run runs/NAME --customers sqlite:///shop.db --table visits --out predictions.parquet
 
-Customers the run has no model for get a labelled fallback (their own median interval, else the
-population median); the `model` and `status` columns say so.
+Every customer gets one row: `model` says who answered (an own model, the shared one, or a baseline),
+`status` whether the answer is healthy (see README, Outputs).
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def main(argv=None) -> None:
     else:
         predictions.to_parquet(args.out)
     counts = predictions["model"].value_counts().to_dict()
-    print(f"{len(predictions):,} predictions -> {args.out} ({', '.join(f'{k}: {v:,}' for k, v in counts.items())})", file=sys.stderr)
+    status = predictions["status"].value_counts().to_dict()
+    print(f"{len(predictions):,} predictions -> {args.out} (answered by {', '.join(f'{k}: {v:,}' for k, v in counts.items())}; "
+          f"status {', '.join(f'{k}: {v:,}' for k, v in status.items())})", file=sys.stderr)
 
 
 if __name__ == "__main__":
