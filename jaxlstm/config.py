@@ -215,6 +215,14 @@ def read_value(dotted: str, text: str) -> Any:
         raise InputError(f"--set {dotted}={text}: '{dotted}' takes {words}, got {text!r}") from None
 
 
+def _number(dotted: str, text: str) -> Any:
+    """One item of a comma-separated list given to `dotted` through the Python API, as TOML (e.g. 30 or 7.5)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise InputError(f"config key '{dotted}': cannot read {text!r} as a number") from None
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """{"section.key": typed value} of `--set section.key=VALUE` arguments (VALUE as TOML, see read_value);
     a key set twice is an error."""
@@ -269,7 +277,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise InputError(f"config file {path}: {e}") from None
     for dotted, value in (overrides or {}).items():
         section, key = _split(dotted)
-        if isinstance(value, str) and type(_field(section, key).default) is not str:
+        item = _kind(section, key)[1]
+        if isinstance(value, str) and item is not None and not value.strip().startswith("["):
+            # a Python caller's "7,30,90" for a list key (the API took it before TOML): unambiguous, items read one by one
+            value = [x.strip() if item is str else _number(dotted, x.strip()) for x in value.split(",") if x.strip()]
+        elif isinstance(value, str) and type(_field(section, key).default) is not str:
             value = read_value(dotted, value)  # text for a number, list or boolean: read as TOML, as --set does
         tree.setdefault(section, {})[key] = value
     return from_dict(tree)

@@ -10,11 +10,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from jaxlstm.errors import InputError  # noqa: E402
 
 
+# the library's messages name its parameters (for Python callers); on the command line, the flags
+_FLAGS = (("on_bad_rows='skip'", "--on-bad-rows skip"), ("on_bad_rows=", "--on-bad-rows "), ("as_of=", "--as-of "),
+          ("time_format=", "--time-format "), ("id_col=", "--id-col"), ("time_col=", "--time-col"))
+
+
+def as_flags(message: str) -> str:
+    """An error message with the API's parameter names replaced by the CLI's flags."""
+    for api, flag in _FLAGS:
+        message = message.replace(api, flag)
+    return message.replace("--time-format  (", "--time-format (")
+
+
 def run(main, argv: list[str] | None = None) -> None:
     try:
         main(argv)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {as_flags(str(e))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -148,7 +148,7 @@ def test_example_transactions_loads():
     (pd.DataFrame({"customer_id": [1, None], "timestamp": ["2024-01-01", "2024-01-02"]}), ("customer_id", "timestamp"),
      "column 'customer_id': missing customer id at rows 1"),
     (pd.DataFrame({"customer_id": [1, 2, 3], "timestamp": ["2024-01-01", "yesterday", "2024-13-45"]}),
-     ("customer_id", "timestamp"), "column 'timestamp': unreadable timestamp at rows 1, 2, e.g. 'yesterday' \\(use --on-bad-rows skip"),
+     ("customer_id", "timestamp"), "column 'timestamp': unreadable timestamp at rows 1, 2, e.g. 'yesterday' \\(use on_bad_rows='skip'"),
     (pd.DataFrame({"customer_id": [], "timestamp": []}), ("customer_id", "timestamp"), "no rows"),
 ])
 def test_bad_events_name_the_problem(frame, cols, message):

@@ -37,7 +37,7 @@ def test_a_column_whose_day_month_order_cannot_be_decided_is_an_error(example):
     early = example[pd.to_datetime(example["date"]).dt.day <= 12]  # every date reads both ways
     text = early.assign(date=pd.to_datetime(early["date"]).dt.strftime("%d/%m/%Y"))
     with pytest.raises(InputError, match=r"log.csv: column 'date': dates can be read day-first or month-first "
-                                         r"\(e.g. '\d\d/\d\d/2014' and '\d\d/\d\d/2014'\); give the format with --time-format"):
+                                         r"\(e.g. '\d\d/\d\d/2014' and '\d\d/\d\d/2014'\); give the format with time_format="):
         _events(text)
     given = _events(text, time_format="%d/%m/%Y")  # the user decides
     assert given.events["timestamp"].tolist() == _events(early).events["timestamp"].tolist()
@@ -46,12 +46,12 @@ def test_a_column_whose_day_month_order_cannot_be_decided_is_an_error(example):
 def test_a_row_in_another_format_is_a_bad_row_not_a_guess(example):
     odd = example.copy()
     odd.loc[5, "date"] = "03/04/2014"  # in an ISO log: neither 3 April nor 4 March, a bad row
-    with pytest.raises(InputError, match=r"unreadable timestamp at lines 7, e.g. '03/04/2014' \(use --on-bad-rows skip "
+    with pytest.raises(InputError, match=r"unreadable timestamp at lines 7, e.g. '03/04/2014' \(use on_bad_rows='skip' "
                                          r"to set bad rows aside; the column reads as ISO8601\)"):
         _events(odd)
     skipped = _events(odd, on_bad_rows="skip")
     assert skipped.rejected["row"].tolist() == [7] and skipped.rejected["reason"].tolist() == ["unreadable timestamp"]
-    with pytest.raises(InputError, match="no value matches --time-format '%Y'"):
+    with pytest.raises(InputError, match="no value matches time_format='%Y'"):
         _events(example, time_format="%Y")
 
 
@@ -160,3 +160,19 @@ def test_zoned_times_are_counted_on_the_configured_clock():
     assert parse_as_of("2024-03-01T00:00:00Z", "Europe/Berlin") == pd.Timestamp("2024-03-01 01:00")
     typed = pd.DataFrame({"customer_id": ["a"], "timestamp": pd.to_datetime(["2024-01-01T00:30:00+01:00"])})
     assert check_events(typed, timezone="Europe/Berlin").events["timestamp"].tolist() == [pd.Timestamp("2024-01-01 00:30")]
+
+
+def test_api_errors_name_parameters_and_the_cli_names_flags():
+    import sys
+
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import _cli
+
+    with pytest.raises(InputError) as e:
+        check_events(pd.DataFrame({"customer_id": [1], "when": ["2024-01-01"]}), source="v.csv")
+    assert "choose another with time_col=" in str(e.value)
+    assert _cli.as_flags(str(e.value)).endswith("choose another with --time-col)")
+    with pytest.raises(InputError, match=r"as_of='someday': not a date"):
+        parse_as_of("someday")
+    assert _cli.as_flags("as_of='someday': not a date") == "--as-of 'someday': not a date"

@@ -161,7 +161,7 @@ def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path
     raw = pd.concat([raw, pd.DataFrame({"customer_id": ["ghost", "ghost"], "timestamp": ["nope", "2099-05-05"]})], ignore_index=True)
     path = tmp_path / "v.csv"
     raw.to_csv(path, index=False)
-    with pytest.raises(InputError, match=r"column 'customer_id': missing customer id at lines 7 \(use --on-bad-rows skip"):
+    with pytest.raises(InputError, match=r"column 'customer_id': missing customer id at lines 7 \(use on_bad_rows='skip'"):
         train_all(pd.read_csv(path, dtype=str), tiny, progress=False, source=str(path), as_of="2030-01-01")
 
     run = tmp_path / "run"

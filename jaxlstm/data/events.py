@@ -63,9 +63,9 @@ def parse_as_of(value: str | pd.Timestamp | None, timezone: str = "UTC") -> pd.T
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise InputError(f"--as-of {value!r}: not a date (expected e.g. 2024-06-30 or 2024-06-30T12:00:00Z)") from None
+        raise InputError(f"as_of={value!r}: not a date (expected e.g. 2024-06-30 or 2024-06-30T12:00:00Z)") from None
     if ts is pd.NaT:
-        raise InputError(f"--as-of {value!r}: not a date")
+        raise InputError(f"as_of={value!r}: not a date")
     return ts.tz_convert(_zone(timezone)).tz_localize(None) if ts.tzinfo is not None else ts
 
 
@@ -153,12 +153,12 @@ def check_events(
       same day) are one visit, their extra columns summed;
     as_of: visits at or after it are set apart in `later`, not rejected."""
     if on_bad_rows not in ON_BAD_ROWS:
-        raise InputError(f"--on-bad-rows {on_bad_rows!r}: expected one of {', '.join(ON_BAD_ROWS)}")
+        raise InputError(f"on_bad_rows={on_bad_rows!r}: expected one of {', '.join(ON_BAD_ROWS)}")
     tz = _zone(timezone)
     as_of = parse_as_of(as_of, tz)
     if len(df.columns) == 0 or len(df) == 0:
         raise InputError(f"{source}: no rows")
-    for col, flag in ((id_col, "--id-col"), (time_col, "--time-col"), *((c, "data.extra_cols") for c in extra_cols)):
+    for col, flag in ((id_col, "id_col="), (time_col, "time_col="), *((c, "data.extra_cols") for c in extra_cols)):
         if col not in df.columns:
             cols = ", ".join(map(str, df.columns[:10]))
             raise InputError(f"{source}: missing column '{col}' (columns: {cols}; choose another with {flag})")
@@ -194,7 +194,7 @@ def check_events(
                 reading = f"; the column reads as {fmt}" if why == UNREADABLE else ""
                 raise InputError(
                     f"{source}: column '{col}': {why} at {_rows(at, source)}{example}"
-                    f" (use --on-bad-rows skip to set bad rows aside{reading})"
+                    f" (use on_bad_rows='skip' to set bad rows aside{reading})"
                 )
     keep = ~bad
     if not keep.any():
@@ -344,8 +344,8 @@ def _parse_times(raw: pd.Series, col: str, source: str, reason: np.ndarray, time
             numbers = bool(uniques.str.fullmatch(r"[+-]?\d+(\.\d*)?").all())
             examples = ", ".join(repr(v) for v in uniques.head(2))
             what = ("holds numbers, not timestamps" if numbers and not time_format else
-                    f"no value matches --time-format {time_format!r}" if time_format else "no value reads as a date or time")
-            raise InputError(f"{source}: column '{col}' {what} (e.g. {examples}); is --time-col the right column?")
+                    f"no value matches time_format={time_format!r}" if time_format else "no value reads as a date or time")
+            raise InputError(f"{source}: column '{col}' {what} (e.g. {examples}); is time_col= the right column?")
         values = pd.Series(read.to_numpy()[pd.Index(uniques).get_indexer(text[ok])], index=text[ok].index)
         unread = np.zeros(len(raw), bool)
         unread[ok] = values.isna().to_numpy()
@@ -398,7 +398,7 @@ def _read_column(values: pd.Series, col: str, source: str, time_format: str, zon
             shown = " and ".join(repr(v) for v in values[differ].head(2))
             raise InputError(
                 f"{source}: column '{col}': dates can be read day-first or month-first (e.g. {shown}); "
-                f"give the format with --time-format (e.g. '{_example_format(groups[best])}' or '{_example_format(groups[order])}')")
+                f"give the format with time_format= (e.g. '{_example_format(groups[best])}' or '{_example_format(groups[order])}')")
     label = "ISO8601" if best == "ymd" else " or ".join(sorted(groups[best]))
     return label, readings[best]
 
