@@ -193,8 +193,9 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     # padding customers are stopped from the start: they take no steps and never keep a chunk training
     states = {ci: _stop_padding(compiled.init(seed, chunks[ci].seeds), chunks[ci], placement) for ci in mine}
     if start_from is not None:  # RMSprop's state starts at zero whatever the parameters: keep it
-        tiled = placement.put(jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from))
-        states = {ci: st._replace(params=tiled, best_params=tiled) for ci, st in states.items()}
+        tiled = jax.tree_util.tree_map(lambda a: np.repeat(np.asarray(a), C, axis=0), start_from)
+        # a buffer of its own for every use: the train step donates its state, and one buffer donated twice fails
+        states = {ci: st._replace(params=placement.put(tiled), best_params=placement.put(tiled)) for ci, st in states.items()}
     print_ = _say if progress and distributed.is_main() else (lambda *_: None)
 
     def everyone() -> list:  # every chunk's state, numpy, on every process (a collective with several)
