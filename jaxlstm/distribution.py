@@ -116,3 +116,10 @@ def expected_wait(elapsed: np.ndarray, horizon: float, mu: np.ndarray, sigma: np
         weight = 0.5 if i in (0, steps) else 1.0
         total += weight * np.exp(log_survival(elapsed + x, mu, sigma, g) - base)
     return total * (u[1] - u[0])
+
+
+def gone_and_wait(elapsed: np.ndarray, mu: np.ndarray, sigma: np.ndarray, g: np.ndarray) -> dict[str, np.ndarray]:
+    """{p_gone: P(never back | no visit in `elapsed` days) = pi / S(e); remaining_days_if_back: the median
+    days from then to the next visit given the customer comes back (the returning part alone, pi = 0)}."""
+    return {"p_gone": np.exp(_log_sigmoid(g) - log_survival(elapsed, mu, sigma, g)),
+            "remaining_days_if_back": remaining_median(elapsed, mu, sigma, np.full_like(g, -np.inf))}

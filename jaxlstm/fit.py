@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from jaxlstm.progress import bar as progress_bar, say
 
 from jaxlstm import checkpoint, distributed
 from jaxlstm.config import Config
@@ -149,7 +148,8 @@ def _scatter(tree: Any, states: dict[int, Any], chunks: list[batching.Chunk], pl
 
 @dataclasses.dataclass
 class Fit:
-    state: Any  # CustomerState over all model customers (numpy, chunk order)
+    state: Any  # CustomerState over all model customers (numpy, chunk order), without opt_state (() here:
+    # a third of the state, needed only to go on training, which resumes from the checkpoint)
     compiled: Compiled | None
     history: list[dict[str, float]]
     seconds_compile: float
@@ -197,6 +197,9 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         # a buffer of its own for every use: the train step donates its state, and one buffer donated twice fails
         states = {ci: st._replace(params=placement.put(tiled), best_params=placement.put(tiled)) for ci, st in states.items()}
     print_ = _say if progress and distributed.is_main() else (lambda *_: None)
+    kind = placement.devices[0].platform
+    print_(f"{desc}: {len(keys):,} customers in {len(chunks)} chunks of {C} on {jax.device_count()} {kind} device(s)"
+           + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
 
     def everyone() -> list:  # every chunk's state, numpy, on every process (a collective with several)
         return distributed.gather_chunks(states, len(chunks), template)
@@ -230,8 +233,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     done = {ci: bool(np.asarray(st.stopped).all()) for ci, st in states.items()}
     all_done = distributed.all_processes(all(done.values()))
     masks = {ci: _masks(chunks[ci].n_train, B, Bv if compiled.train_half else None) for ci in mine}  # the same every epoch
-    bar = tqdm(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress or not distributed.is_main(),
-               dynamic_ncols=True)
+    bar = progress_bar(range(start, t.epochs), desc=desc, unit="epoch", disable=not progress or not distributed.is_main(),
+                       customers=len(keys))
     epochs_run = 0  # epochs this call ran: fewer than asked once every customer has stopped
     for epoch in bar:
         if all_done:  # every customer (of every process) has stopped: the remaining epochs would change nothing
@@ -275,7 +278,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     bar.close()
     jax.block_until_ready(list(states.values()))
     seconds = time.perf_counter() - t0
-    all_states = everyone()
+    all_states = everyone()  # on CPU, views of the device buffers: no copy
+    states.clear()
     if mngr is not None:
         if mngr.latest_step() is None:  # e.g. epochs = 0: still leave a run that predict.py can read
             checkpoint.save(mngr, start, checkpoint_tree(_gather(all_states, chunks), center, start), meta)
@@ -298,7 +302,9 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
-    return Fit(_gather(all_states, chunks), compiled, history, seconds_compile, seconds, epochs_run,
+    kept = [st._replace(opt_state=()) for st in all_states]
+    del all_states
+    return Fit(_gather(kept, chunks), compiled, history, seconds_compile, seconds, epochs_run,
                np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class,
                devices=jax.device_count(), processes=jax.process_count())
 
@@ -325,7 +331,7 @@ def checkpoint_tree(state: CustomerState, center: np.ndarray, epoch: int) -> dic
 
 
 def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    say(message)
 
 
 def forward_each(config: Config, params: Any, rows: np.ndarray, x: np.ndarray, compiled: Compiled | None = None) -> np.ndarray:

@@ -25,13 +25,13 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxlstm.config import Config
 from jaxlstm.data.batching import uniform
 from jaxlstm.data.intervals import Histories, prefix_mean
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.evaluate import Questions
+from jaxlstm.progress import bar as progress_bar
 from jaxlstm.step import Compiled, compile_steps
 
 N_FEATURES = 6  # plus one per extra column (data.extra_cols)
@@ -198,7 +198,7 @@ def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.nd
     seed = np.int32(t.seed)
     state = compiled.init(seed, SEED_PAIR)
     history = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         u = uniform(SEED_PAIR[:, 1].astype(np.uint64), (t.seed << 20) + 2 * epoch + 1, len(train_rows))[0]
         # a fresh random subset each epoch: the shared model converges long before a million

@@ -21,7 +21,6 @@ from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
 from jaxlstm.fit import checkpoint_tree, forward_each
-from jaxlstm.distribution import log_survival, remaining_median
 from jaxlstm.evaluate import BUCKETS, bucket_names, customer_baselines, fallback_kind, pick
 from jaxlstm.pooled import PooledModel, features, n_features, pooled_features
 from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, probability_columns, survival_config
@@ -210,8 +209,6 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
             as_of = default_as_of(hist.last_visit)
             as_of = max(as_of, run.as_of) if run.as_of is not None else as_of
         asof = run.survival.answer(hist, as_of, run.own_survival)
-        if "p_gone" not in asof or "remaining_days_if_back" not in asof:
-            asof = {**asof, **gone_and_wait(run, hist, asof["days_since_last_visit"])}
         frame["predicted_next_visit"] = next_visit(hist.last_visit, days, as_of, asof["remaining_days_if_back"])
         frame["days_since_last_visit"] = asof["days_since_last_visit"]
         frame["expected_wait_days"] = asof["expected_wait_days"]
@@ -249,23 +246,6 @@ def answer_status(run: RunModel, hist: Histories, windows: Windows, model: np.nd
 def probability(p: np.ndarray) -> np.ndarray:
     """Probabilities clipped to [0, 1] (rounding can step outside) and without a -0.0."""
     return np.clip(np.asarray(p, np.float64), 0.0, 1.0) + 0.0
-
-
-def gone_and_wait(run: RunModel, hist: Histories, elapsed: np.ndarray) -> dict[str, np.ndarray]:
-    """{p_gone: P(never back | no visit in `elapsed` days) = pi / S(e); remaining_days_if_back: the median days
-    from the as-of date to the next visit given the customer comes back} from the survival heads (the
-    customers' own where they have a healthy one, as SurvivalModel.answer picks them)."""
-    mu, sigma, g = run.survival.head(hist)
-    own = run.own_survival
-    if own is not None:
-        r = pd.Index(own.keys).get_indexer(hist.keys)
-        idx = np.flatnonzero(r >= 0)
-        idx = idx[~own.diverged[r[idx]]]
-        if len(idx):
-            mu[idx], sigma[idx], g[idx] = own.head(hist, idx, r[idx])
-    log_pi = -np.logaddexp(0.0, -g)
-    return {"p_gone": np.exp(log_pi - log_survival(elapsed, mu, sigma, g)),
-            "remaining_days_if_back": remaining_median(elapsed, mu, sigma, np.full_like(g, -np.inf))}
 
 
 def next_visit(last_visit: np.ndarray, interval_days: np.ndarray, as_of: pd.Timestamp, wait_if_back: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxlstm.evaluate import BASELINES, BUCKETS, table
+from jaxlstm.evaluate import BUCKETS, table
 
 
 MIN_CUSTOMERS = 30  # headline customers below which no score is read as a verdict (a paired comparison of a few is noise)

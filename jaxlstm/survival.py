@@ -39,7 +39,7 @@ from jaxlstm.data import batching
 from jaxlstm.data.batching import customer_seeds, uniform
 from jaxlstm.data.intervals import Histories
 from jaxlstm.data.windows import Windows, encode
-from jaxlstm.distribution import expected_wait, head_params, p_back_within, remaining_median
+from jaxlstm.distribution import expected_wait, gone_and_wait, head_params, p_back_within, remaining_median
 from jaxlstm.fit import Prepared, fit, forward_each
 from jaxlstm.pooled import examples as interval_examples
 from jaxlstm.pooled import features, shared_outputs, train_shared
@@ -91,7 +91,8 @@ class SurvivalModel:
 
     def answer(self, hist: Histories, as_of: pd.Timestamp, own: OwnSurvival | None = None) -> dict[str, np.ndarray]:
         """Per customer, as of `as_of`: days since the last visit, the median days until the next
-        visit given none so far (inf: more likely gone than back), the expected days until it
+        visit given none so far (inf: more likely gone than back), P(gone) and the median wait given a
+        return, the expected days until it
         counting at most the horizon (what ranks customers), and P(visit within k days) for each
         data.within_days and the horizon. Customers with a healthy model in `own` get its answer."""
         d = self.config.data
@@ -104,7 +105,7 @@ class SurvivalModel:
             if len(idx):
                 mu[idx], sigma[idx], g[idx] = own.head(hist, idx, row[idx])
         out = {"days_since_last_visit": e, "remaining_days": remaining_median(e, mu, sigma, g),
-               "expected_wait_days": expected_wait(e, d.horizon_days, mu, sigma, g)}
+               "expected_wait_days": expected_wait(e, d.horizon_days, mu, sigma, g), **gone_and_wait(e, mu, sigma, g)}
         for name, k in probability_columns(self.config):
             out[name] = p_back_within(e, k, mu, sigma, g)
         return out

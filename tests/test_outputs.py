@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,8 @@ from conftest import ROOT
 from jaxlstm import load_config, train_all
 from jaxlstm.config import parse_set
 from jaxlstm.errors import InputError
-from jaxlstm.predict import gone_and_wait, next_visit, probability
+from jaxlstm.distribution import gone_and_wait
+from jaxlstm.predict import next_visit, probability
 from jaxlstm.progress import LogLines
 from jaxlstm.report import curves_figure, scatter_figure, verdict
 from jaxlstm.synth import make_customers
@@ -84,10 +84,8 @@ def test_metrics_counts_add_up_and_every_customer_gets_class_probabilities(tmp_p
 
 def test_p_gone_and_the_wait_given_a_return_match_the_truncated_log_normal():
     mu, sigma, g = np.array([2.0, 2.0, 3.0]), np.array([0.5, 0.5, 0.8]), np.array([-1.0, -1.0, 0.5])
-    run = types.SimpleNamespace(survival=types.SimpleNamespace(head=lambda hist: (mu.copy(), sigma.copy(), g.copy())),
-                                own_survival=None)
     e = np.array([0.0, 20.0, 45.0])
-    out = gone_and_wait(run, None, e)
+    out = gone_and_wait(e, mu, sigma, g)
     pi = special.expit(g)
 
     def returning_tail(t, i):  # P(T > t | back), truncated at 0 days
@@ -227,9 +225,6 @@ def test_log_lines_every_interval_and_one_at_the_end(capsys):
 
 
 def test_a_short_run_off_a_terminal_writes_a_few_lines(tmp_path):
-    trainers = [(ROOT / "jaxlstm" / f).read_text() for f in ("fit.py", "pooled.py")]
-    if any("from tqdm" in t for t in trainers):
-        pytest.skip("fit.py / pooled.py still draw tqdm bars directly (see jaxlstm/progress.py for the one-line change)")
     data = tmp_path / "v.parquet"
     make_customers(40, seed=3, visits=(6, 20)).to_parquet(data)
     r = _train(data, tmp_path / "run", "--epochs", "3")

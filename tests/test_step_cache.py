@@ -4,7 +4,6 @@ step and model read (traced, not listed by hand), and the visible devices are pa
 import dataclasses
 
 import jax
-import pytest
 
 from jaxlstm import step
 from jaxlstm.config import Config, load_config
