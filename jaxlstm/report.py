@@ -18,11 +18,6 @@ CONSTANT_SHARE = 0.5  # own models of which this share or more give the same ans
 def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: pd.DataFrame | None = None) -> None:
     """Write out/report.md and out/plots/*.png from a run's metrics (with its `verdict`), its holdout answers and
     its predictions (for the worked example). A plot with nothing to show is neither drawn nor linked."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     ev = metrics["evaluation"]
@@ -36,7 +31,6 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
             (plots / name).unlink()  # an earlier run's plot must not stand in for a missing one
         if fig is not None:
             fig.savefig(plots / name, dpi=110)
-            plt.close(fig)
             links.append(f"![{title}](plots/{name})")
     rows = metrics.get("rows", {})
     small = ev["customers"] < MIN_CUSTOMERS
@@ -72,7 +66,7 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
         "",
         *links,
         "",
-        *_as_of_section(plt, metrics.get("as_of") or {}, plots),
+        *_as_of_section(metrics.get("as_of") or {}, plots),
         f"Training: own models {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
         f"(+{metrics['seconds_compile']:.1f} s compile); shared model {len(metrics.get('pooled_history') or [])} epochs, "
         f"survival model {len((metrics.get('as_of') or {}).get('survival_history') or [])}; rows read "
@@ -183,7 +177,7 @@ def _skill(ev: dict, mode: str) -> str:
     return f"{s[mode]:+.1%} against `{s['best_baseline']}`" if s.get(mode) is not None else "none scored"
 
 
-def _as_of_section(plt, as_of: dict, plots: Path) -> list[str]:
+def _as_of_section(as_of: dict, plots: Path) -> list[str]:
     """The as-of backtest (jaxlstm/asof.py): who comes back first, and P(back within k days)."""
     bt = as_of.get("backtest")
     if not bt:
@@ -212,7 +206,10 @@ def _as_of_section(plt, as_of: dict, plots: Path) -> list[str]:
         "",
     ]
     if bt["calibration"]:
-        fig, ax = plt.subplots(figsize=(5, 5))
+        from matplotlib.figure import Figure  # a figure of its own: no pyplot state, no backend switched
+
+        fig = Figure(figsize=(5, 5))
+        ax = fig.subplots()
         for k, bins in bt["calibration"].items():
             ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-", label=k)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
@@ -222,7 +219,6 @@ def _as_of_section(plt, as_of: dict, plots: Path) -> list[str]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(plots / "calibration.png", dpi=110)
-        plt.close(fig)
         lines += ["![calibration](plots/calibration.png)", ""]
     return lines
 
@@ -233,10 +229,11 @@ def scatter_figure(holdout: pd.DataFrame, mode: str):
     col = f"{mode}_days"
     if not len(holdout) or col not in holdout or not np.isfinite(holdout[col]).any():
         return None
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own: no pyplot state, no backend switched
 
     who = answered_by(holdout, mode)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     for name in pd.Series(who).value_counts().index:  # the most common first
         sel = (who == name) & np.isfinite(holdout[col].to_numpy())
         ax.scatter(holdout.loc[sel, "actual_days"] + 0.1, holdout.loc[sel, col] + 0.1, s=6, alpha=0.4,
@@ -271,9 +268,10 @@ def by_history_figure(ev: dict):
     methods = [m for m in ev["overall"] if ev["overall"][m]["mae_days"] is not None]
     if not buckets or not methods:
         return None
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own: no pyplot state, no backend switched
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     width = 0.8 / len(methods)
     x = np.arange(len(buckets))
     for i, m in enumerate(methods):
@@ -295,9 +293,10 @@ def curves_figure(metrics: dict):
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own: no pyplot state, no backend switched
 
-    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(series), 3.5))
+    axes = fig.subplots(1, len(series), squeeze=False)
     for ax, (name, history) in zip(axes[0], series.items()):
         epochs = [h["epoch"] for h in history]
         ax.plot(epochs, [h["train_loss"] for h in history], label="train")

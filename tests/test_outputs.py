@@ -230,3 +230,24 @@ def test_a_short_run_off_a_terminal_writes_a_few_lines(tmp_path):
     r = _train(data, tmp_path / "run", "--epochs", "3")
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stderr and len(r.stderr.splitlines()) < 40, r.stderr
+
+
+def test_a_run_leaves_global_jax_and_matplotlib_settings_alone(tmp_path):
+    import jax
+    import matplotlib
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs", "jax_enable_x64")
+    saved_dir, saved_backend = jax.config.jax_compilation_cache_dir, matplotlib.get_backend()
+    # settings a caller chose, unlike the ones the library would pick (a cache dir of its own, the Agg backend)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "callers-cache"))
+    matplotlib.use("pdf")
+    try:
+        before = {k: getattr(jax.config, k) for k in keys}, matplotlib.get_backend(), dict(matplotlib.rcParams)
+        cfg = load_config(TINY, {"train.compilation_cache": True, "train.survival_epochs": 1, "train.pooled_epochs": 1})
+        train_all(make_customers(20, seed=2, visits=(6, 12)), cfg, tmp_path / "run", progress=False)
+        assert (tmp_path / "run" / "report.md").exists() and list((tmp_path / "run" / "plots").glob("*.png"))
+        after = {k: getattr(jax.config, k) for k in keys}, matplotlib.get_backend(), dict(matplotlib.rcParams)
+        assert after == before
+    finally:
+        jax.config.update("jax_compilation_cache_dir", saved_dir)
+        matplotlib.use(saved_backend)
