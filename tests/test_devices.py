@@ -81,3 +81,36 @@ def test_four_devices_train_every_customer_as_one_device_does(runs):
     np.testing.assert_allclose(a["pred"], b["pred"], rtol=1e-5, atol=1e-5)
     # and training moved the parameters: the comparison is not between two inits
     assert np.abs(a["params"] - a["init"]).max() > 1e-3
+
+
+class _Device:  # what Placement reads of a device: its platform
+    def __init__(self, platform):
+        self.platform = platform
+
+
+def test_chunk_size_follows_the_device_kind_and_count():
+    from jaxlstm.placement import ACCELERATOR_SCALE, Placement
+
+    cpu4, gpu2 = Placement(tuple(_Device("cpu") for _ in range(4))), Placement(tuple(_Device("gpu") for _ in range(2)))
+    assert cpu4.chunk_size(256, 10**6) == 1024  # 256 per CPU device
+    assert gpu2.chunk_size(256, 10**7) == 2 * 256 * ACCELERATOR_SCALE  # thousands per GPU
+    assert cpu4.chunk_size(256, 13) == 16  # never more than the customers, rounded up to the device count
+    assert cpu4.chunk_size(256, 0) == 4 and cpu4.round_up(8) == 8 and cpu4.round_up(9) == 12
+
+
+def test_padding_customers_have_nothing_to_train():
+    from jaxlstm.data import batching
+
+    C, W, L = 3, 8, 2
+    rng = np.random.default_rng(0)
+    chunk = batching.Chunk(np.arange(C), rng.integers(0, 9, (C, 2)).astype(np.uint32), np.ones(C, np.float32),
+                           rng.normal(size=(C, W, L, 1)).astype(np.float32), rng.normal(size=(C, W)).astype(np.float32),
+                           np.full(C, 5, np.int32), np.zeros((C, W, L, 1), np.float32), np.zeros((C, W), np.float32),
+                           np.full(C, 2, np.int32))
+    padded = batching.pad_customers(chunk, 4)
+    assert padded.real.tolist() == [True, True, True, False]
+    assert padded.n_train[3] == 0 and padded.n_val[3] == 0 and not padded.x_train[3].any()
+    np.testing.assert_array_equal(padded.x_train[:C], chunk.x_train)
+    assert batching.pad_customers(chunk, C) is chunk
+    with pytest.raises(ValueError):
+        batching.pad_customers(chunk, 2)
