@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,29 @@ enable_compilation_cache()  # the library leaves global settings alone; the test
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
+SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import _cli  # noqa: E402  (scripts/_cli.py: the scripts' one-line errors)
+
+
+def script(name: str):
+    """scripts/NAME.py as a module, to run its main() in this process."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cli_fails(module, args, capsys) -> str:
+    """Run a script's main in this process; it must exit 2 with exactly one stderr line, no traceback."""
+    with pytest.raises(SystemExit) as e:
+        _cli.run(module.main, [str(a) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 @pytest.fixture

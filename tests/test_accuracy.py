@@ -2,15 +2,13 @@
 interval (generated beyond the training log) where a baseline is optimal and where history has signal."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, visit_log
+from conftest import ROOT, script, visit_log
 from jaxlstm import load_config, predict, train_all
 from jaxlstm.data.batching import customer_seeds
 from jaxlstm.data.events import validate_events
@@ -123,10 +121,7 @@ def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal
 
     # one customer's picture from the saved run
     events.to_parquet(tmp_path / "visits.parquet")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("plot_customer", ROOT / "scripts" / "plot_customer.py")
-    plot_customer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_customer)
+    plot_customer = script("plot_customer")
     plot_customer.main(["--run", str(tmp_path / "run"), "--customers", str(tmp_path / "visits.parquet"),
                         "--customer", "alternating001", "--out", str(tmp_path / "c.png")])
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

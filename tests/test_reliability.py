@@ -1,6 +1,5 @@
 """Nothing lost: kill -9 then --resume, bad-input classes at the CLI, bad rows set aside, conservation."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLE_CSV, ROOT
+from conftest import EXAMPLE_CSV, ROOT, SCRIPTS, _cli, cli_fails, script
 from jaxlstm import train_all
 from jaxlstm.config import Config
 from jaxlstm.data.events import canonical_ids, check_events
@@ -24,31 +23,8 @@ from jaxlstm.errors import InputError
 from jaxlstm.predict import RunModel, add_unanswered, predict_frame
 from jaxlstm.synth import make_customers
 
-SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-import _cli  # noqa: E402
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TRAIN, PREDICT = _script("train_all"), _script("predict")
-
-
-def _cli_fails(script, args, capsys) -> str:
-    """Run a script's main in this process; it must exit 2 with exactly one stderr line, no traceback."""
-    with pytest.raises(SystemExit) as e:
-        _cli.run(script.main, [str(a) for a in args])
-    err = capsys.readouterr().err
-    assert e.value.code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
+TRAIN, PREDICT = script("train_all"), script("predict")
+_cli_fails = cli_fails
 
 
 def _files(tmp_path):

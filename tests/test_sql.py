@@ -1,7 +1,6 @@
 """Visit logs from databases: a real SQLite file (and DuckDB where installed) reads to the same validated
 events as the CSV; queries, chunks, columns, text ids; every failure is one line with the password masked."""
 
-import importlib.util
 import re
 import sqlite3
 import subprocess
@@ -11,26 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EXAMPLE_CSV, ROOT
+from conftest import EXAMPLE_CSV, ROOT, SCRIPTS, cli_fails, script
 from jaxlstm.data.events import check_events, read_table
 from jaxlstm.data.sources import iter_source, mask, read_source, source_name
 from jaxlstm.errors import InputError
 
 pytest.importorskip("sqlalchemy")  # in the dev extra: skipped only outside it
 
-SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-import _cli  # noqa: E402
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TRAIN = _script("train_all")
+TRAIN = script("train_all")
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +128,7 @@ def test_missing_sql_extra_is_named(monkeypatch, shop):
 
 
 def _cli_fails(args, capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        _cli.run(TRAIN.main, [str(a) for a in args])
-    err = capsys.readouterr().err
-    assert e.value.code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    return cli_fails(TRAIN, args, capsys)
 
 
 @pytest.mark.parametrize("source, message", [
