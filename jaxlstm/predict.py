@@ -232,9 +232,11 @@ def answer_status(run: RunModel, hist: Histories, windows: Windows, model: np.nd
     mode = run.config.model.mode
     buckets = bucket_names(hist.n_visits)
     own_here = np.isin(buckets, run.own_buckets) if run.own_buckets is not None else np.ones(len(buckets), bool)
-    has_window = np.diff(windows.offsets) > 0
+    # own models learn from a customer's visits before its last (its question, evaluate.py): they need a window
+    # there, i.e. two in the whole history
+    could_have_own = np.diff(windows.offsets) >= 2
     # a customer the run's own models would have answered, had it been in the run
-    unknown = ~known & has_window & (len(run.keys) > 0) & own_here & (mode != "pooled")
+    unknown = ~known & could_have_own & (len(run.keys) > 0) & own_here & (mode != "pooled")
     too_few = ~np.isfinite(days) | ((mode == "per_customer") & ~np.isin(model, OWN))
     status = np.full(len(days), OK, dtype=object)
     status[too_few] = TOO_FEW

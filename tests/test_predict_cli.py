@@ -241,3 +241,14 @@ def test_a_new_run_in_an_old_folder_replaces_it_and_keeps_its_as_of_date(tmp_pat
     trained = train_all(events, third, tmp_path / "run", progress=False, as_of=str(export.date()))
     assert trained["days_since_last_visit"].min() > 6  # not the default, the day after the last visit
     pd.testing.assert_frame_equal(predict(tmp_path / "run", events), trained)
+
+
+def test_customers_of_the_run_are_never_unknown(tmp_path):
+    # 5 visits give a window of the whole history but none before the last visit, where own models learn
+    events = make_customers(30, seed=12, visits=(5, 9), one_off_share=0.0)
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "per_customer", "train.survival_epochs": 0})
+    pred = train_all(events, cfg, progress=False)
+    assert "unknown_customer" not in set(pred["status"])
+    five = pred["n_visits"] == 5
+    assert five.any() and (pred.loc[five, "status"] == "too_few_visits").all()
+    assert (pred.loc[pred["n_visits"] >= 6, "model"] == "per_customer").all()
