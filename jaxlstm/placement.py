@@ -65,6 +65,11 @@ class Placement:
         """Scalars and other arguments every device reads whole (the run seed, the epoch)."""
         return NamedSharding(self.mesh, PartitionSpec())
 
+    def split(self, axis: int) -> NamedSharding:
+        """Axis `axis` split over the devices (the minibatch axis of a shared model's data-parallel
+        step, see step.compile_steps(data_parallel=True)), every other axis whole."""
+        return NamedSharding(self.mesh, PartitionSpec(*([None] * axis + [AXIS])))
+
     def round_up(self, n: int) -> int:
         """The smallest multiple of the device count >= max(n, 1): a chunk's customer count."""
         d = self.n_devices

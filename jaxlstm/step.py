@@ -246,7 +246,7 @@ def program_key(config: Config) -> Config:
 
 
 def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n_features: int = 1,
-                  half: bool = False, placement: Placement | None = None) -> Compiled:
+                  half: bool = False, placement: Placement | None = None, data_parallel: bool = False) -> Compiled:
     """vmap the one-customer functions over C customers, jit and compile them ahead of time, so
     compile time is measured apart and a shape mismatch fails loudly instead of recompiling.
     Programs are reused within a process for configs that differ only in what they do not read
@@ -254,23 +254,28 @@ def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n
 
     placement: the devices the C customers are split over (C a multiple of their count; every
     per-customer argument and output sharded over them); default this process's first device.
+    data_parallel (C = 1, a shared model): the minibatch is split over the placement's devices
+    instead (B and the half width multiples of their count), the model's state is on every device
+    and XLA sums the gradient across them: one model trained on all devices.
 
     half (B even): also compile the train step and dropout for B / 2 windows, and evaluate B / 2
     windows per call. A half step costs ~60% of a full one, and validation holds ~20% of a
     customer's windows, usually under half a batch (benchmarks/NOTES.md)."""
     half = half and B % 2 == 0
     only = tuple(only) + (("train_half", "dropout_half") if half and "train" in only else ())
+    if data_parallel and C != 1:
+        raise ValueError(f"data_parallel trains one model (C = 1), not {C}")
     return _compile_steps(program_key(config), C, B, only, n_features, B // 2 if half else B, tuple(jax.devices()),
-                          placement or Placement.single())
+                          placement or Placement.single(), data_parallel)
 
 
 @functools.lru_cache(maxsize=8)  # repeated runs in one process (tests, notebooks) reuse programs
 def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_features: int, Bv: int,
-                   devices: tuple = (), placement: Placement | None = None) -> Compiled:
+                   devices: tuple = (), placement: Placement | None = None, data_parallel: bool = False) -> Compiled:
     """Bv: the half width (B / 2) or B; the half programs and evaluate use it. devices: every
     visible device (all processes'), part of the cache key only; placement: where the programs run."""
     placement = placement or Placement.single()
-    spec = placement.spec
+    spec = placement.spec if not data_parallel else (lambda shape, dtype, per_customer=True: jax.ShapeDtypeStruct(tuple(shape), dtype))
     model, tx, K, loss = build_model(config), optimizer(config), config.n_classes, config.loss
     loss = (loss, config.model.quantile) if loss == "pinball" else loss
     L, F = config.data.look_back, n_features
@@ -327,9 +332,25 @@ def _compile_steps(config: Config, C: int, B: int, only: tuple[str, ...], n_feat
     }
     seconds: dict[str, float] = {}
 
+    # data_parallel: where each program's arguments and outputs put the minibatch axis (None: on
+    # every device whole, e.g. the state; 1 for x [1, B, L, F], y, mask, outputs; 2 for dropout masks)
+    batch_axes = {
+        "init": ((None, None), None), "dropout": ((None,) * 4, 2), "dropout_half": ((None,) * 4, 2),
+        "train": ((None, 1, 1, 1, 2), None), "train_half": ((None, 1, 1, 1, 2), None),
+        "evaluate": ((None, 1, 1, 1), (None, None, 1)), "end_epoch": ((None,) * 4, None),
+    }
+
     def build(name):
         fn, args, split, donate = jobs[name]
         t0 = time.perf_counter()
+        if data_parallel:
+            ins, outs = batch_axes[name]
+            shard = lambda axis: placement.replicated if axis is None else placement.split(axis)  # noqa: E731
+            plain = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+            out_shardings = tuple(map(shard, outs)) if isinstance(outs, tuple) else shard(outs)
+            lowered = jax.jit(fn, donate_argnums=donate, in_shardings=tuple(map(shard, ins)),
+                              out_shardings=out_shardings).lower(*plain)
+            return name, lowered, t0
         # each device runs the vmapped function on its own customers: the same program per device
         # whatever the device count, and no collectives
         fn = placement.shard_map(fn, split)

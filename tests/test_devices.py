@@ -114,3 +114,50 @@ def test_padding_customers_have_nothing_to_train():
     assert batching.pad_customers(chunk, C) is chunk
     with pytest.raises(ValueError):
         batching.pad_customers(chunk, 2)
+
+
+# one shared model (C = 1, the pooled and survival models' shape) trained data-parallel over 4
+# devices, its minibatch split over them, and on one device: 6 steps, validation, epoch end
+SHARED = textwrap.dedent("""
+    import jax, numpy as np
+    from jaxlstm.config import load_config
+    from jaxlstm.placement import Placement
+    from jaxlstm.step import compile_steps
+
+    cfg = load_config("configs/tiny.toml", {"train.compilation_cache": False})
+    B, F = 64, 6
+    rng = np.random.default_rng(0)
+    seeds = np.array([[1, 2]], np.uint32)
+    results = {}
+    for name, placement, dp in (("one", Placement.single(), False), ("four", Placement.local(), True)):
+        c = compile_steps(cfg, 1, B, n_features=F, half=True, placement=placement, data_parallel=dp)
+        st = c.init(np.int32(0), seeds)
+        data = np.random.default_rng(1)
+        for k in range(6):
+            x = data.normal(size=(1, B, 3, F)).astype(np.float32)
+            y = data.normal(size=(1, B)).astype(np.float32)
+            m = data.uniform(size=(1, B)).astype(np.float32)
+            st, _ = c.train(st, x, y, m, c.dropout(seeds, np.int32(0), np.int32(0), np.int32(k)))
+        half = B // 2
+        st, _ = c.train_half(st, x[:, :half], y[:, :half], m[:, :half], c.dropout_half(seeds, np.int32(0), np.int32(0), np.int32(6)))
+        s, n, out = c.evaluate(st.params, x[:, :half], y[:, :half], m[:, :half])
+        st = c.end_epoch(st, s, n, np.int32(0))
+        results[name] = (np.asarray(st.params), np.asarray(st.best_params), np.asarray(out), float(np.asarray(s)[0]),
+                         out.sharding.mesh.size if hasattr(out.sharding, "mesh") else 1)
+    (p1, b1, o1, s1, d1), (p4, b4, o4, s4, d4) = results["one"], results["four"]
+    assert (d1, d4) == (1, 4), (d1, d4)
+    np.testing.assert_allclose(p4, p1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b4, b1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(o4, o1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s4, s1, rtol=1e-4)
+    init = compile_steps(cfg, 1, B, n_features=F, half=True).init(np.int32(0), seeds)
+    assert np.abs(p1 - np.asarray(init.params)).max() > 1e-3  # it trained
+    print("ok", np.abs(p4 - p1).max())
+""")
+
+
+def test_a_shared_model_trains_data_parallel_as_on_one_device():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run([sys.executable, "-c", SHARED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok")
