@@ -256,7 +256,9 @@ def compile_steps(config: Config, C: int, B: int, only: tuple[str, ...] = ALL, n
     per-customer argument and output sharded over them); default this process's first device.
     data_parallel (C = 1, a shared model): the minibatch is split over the placement's devices
     instead (B and the half width multiples of their count), the model's state is on every device
-    and XLA sums the gradient across them: one model trained on all devices.
+    and XLA sums the gradient across them: one model trained on all devices. Meant for GPUs: on
+    CPU devices forced with --xla_force_host_platform_device_count that all-reduce can deadlock
+    when the devices outnumber the cores (seen: 4 devices on 2 cores), so CPUs train it on one.
 
     half (B even): also compile the train step and dropout for B / 2 windows, and evaluate B / 2
     windows per call. A half step costs ~60% of a full one, and validation holds ~20% of a

@@ -156,6 +156,8 @@ SHARED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 4, reason="the data-parallel step sums gradients across devices; 4 forced CPU "
+                    "devices on fewer cores can deadlock in that all-reduce (seen on 2 cores: 2 of 4 threads arrived)")
 def test_a_shared_model_trains_data_parallel_as_on_one_device():
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     done = subprocess.run([sys.executable, "-c", SHARED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
