@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxlstm import checkpoint
+from jaxlstm import checkpoint, distributed
 from jaxlstm.asof import backtest, score_later
 from jaxlstm.config import Config
 from jaxlstm.data.events import Checked, check_events, options, parse_as_of
@@ -45,7 +45,10 @@ MODEL_DIRS = ("checkpoints", "survival_checkpoints", "pooled", "survival")
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Write through a temporary name and rename, so a reader never sees half a file."""
+    """Write through a temporary name and rename, so a reader never sees half a file. With several
+    processes only process 0 writes (they all hold the same answers)."""
+    if not distributed.is_main():
+        return
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -125,14 +128,17 @@ def train_all(
         say(f"warning: {message}")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        stale = [out / name for name in MODEL_DIRS + ("answers.json",) if (out / name).exists()]
-        if stale and not resume:  # a new run: no model of an earlier run in this folder may answer for it
-            if progress:
-                say(f"{out}: replacing the earlier run there (use --resume to continue it instead)")
-            for path in stale:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        (out / "config.toml").write_text(config.to_toml())
+        distributed.barrier("jaxlstm: every process has read the run folder")
+        if distributed.is_main():  # process 0 prepares the folder; Orbax checkpoints are written by all together
+            out.mkdir(parents=True, exist_ok=True)
+            stale = [out / name for name in MODEL_DIRS + ("answers.json",) if (out / name).exists()]
+            if stale and not resume:  # a new run: no model of an earlier run in this folder may answer for it
+                if progress:
+                    say(f"{out}: replacing the earlier run there (use --resume to continue it instead)")
+                for path in stale:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            (out / "config.toml").write_text(config.to_toml())
+        distributed.barrier("jaxlstm: run folder ready")
     q = questions(hist, customer_seeds(hist.keys))
     pooled, pooled_history = None, []
     if mode in ("auto", "pooled", "finetune") and config.train.pooled_epochs > 0 and q.train_intervals(hist).any():
@@ -214,7 +220,8 @@ def train_all(
     metrics["verdict"], judged = verdict(metrics, predictions, config.n_classes)
     metrics["warnings"] = warnings + judged  # input warnings first, then what judging the answers found
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
-    write_report(out, metrics, holdout_frame, predictions)
+    if distributed.is_main():
+        write_report(out, metrics, holdout_frame, predictions)
     return predictions
 
 
@@ -346,5 +353,7 @@ def run_metrics(prep: Prepared, config: Config, result: Fit, predictions: pd.Dat
         "customers_per_s": n_model / result.seconds_train if result.seconds_train > 0 and result.epochs_run else None,
         "window_steps_per_s": windows_trained * result.epochs_run / result.seconds_train if result.seconds_train > 0 else None,
         "device": str(jax.devices()[0].device_kind),
+        "devices": result.devices,  # the own models' customers were split over them (all processes')
+        "processes": result.processes,
         "chunk_shape": list(result.compiled.shape) if result.compiled else None,
     }

@@ -50,8 +50,14 @@ def parse(argv=None) -> argparse.Namespace:
                    help="error (default): stop at bad rows; skip: set them aside in OUT/rejected_rows.parquet")
     p.add_argument("--as-of", metavar="DATE",
                    help="answer as of this date (default: the day after the latest visit): p_within_*d and "
-                        "predicted_next_visit count from it, given no visit since the last; later visits are bad rows")
+                        "predicted_next_visit count from it, given no visit since the last; later visits are left out of "
+                        "training and scored on")
     p.add_argument("--sample-customers", type=int, default=2000, help="size of the generated sample (no --customers)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="several processes (one per machine, or several on one): process 0's address; each process trains "
+                        "its own chunks of customers and process 0 writes the outputs (default: $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="how many processes join (default: $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N-1 (default: $JAX_PROCESS_ID)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (on a terminal a bar; otherwise one log line every ~10 s)")
     return p.parse_args(argv)
@@ -59,6 +65,13 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse(argv)
+    from jaxlstm import distributed
+    from jaxlstm.errors import InputError
+
+    try:  # before anything touches a device
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as e:
+        raise InputError(f"--coordinator, --num-processes, --process-id: {e}") from None
     from jaxlstm import load_config, train_all
     from jaxlstm.config import parse_set
     from jaxlstm.synth import make_log
@@ -105,6 +118,8 @@ def main(argv=None) -> None:
         source = f"generated sample of {args.sample_customers} customers"
     predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet, source=source,
                             on_bad_rows=args.on_bad_rows, as_of=args.as_of)
+    if not distributed.is_main():  # process 0 wrote the outputs and says what they hold
+        return
     with open(f"{out}/metrics.json") as f:
         m = json.load(f)
     mode = config.model.mode
