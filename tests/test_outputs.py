@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import optimize, special
 
-from conftest import ROOT
+from conftest import ROOT, _cli, cli_fails, script
 from jaxlstm import load_config, train_all
 from jaxlstm.config import parse_set
 from jaxlstm.errors import InputError
@@ -24,6 +24,7 @@ from jaxlstm.synth import make_customers
 
 TINY = ROOT / "configs" / "tiny.toml"
 TRAIN = ROOT / "scripts" / "train_all.py"
+TRAIN_MODULE = script("train_all")
 
 
 # --- plots: legends follow `model`, nothing drawn empty ----------------------------------------------------------
@@ -188,28 +189,33 @@ def _train(data, out, *extra):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_resume_refuses_a_changed_config_and_continues_a_larger_epoch_count(tmp_path):
+def test_resume_refuses_a_changed_config_and_continues_a_larger_epoch_count(tmp_path, capsys):
+    # in this process (the refusals come before any training): one compile for every run
     data = tmp_path / "v.parquet"
     make_customers(40, seed=3, visits=(6, 20)).to_parquet(data)
     run = tmp_path / "run"
-    first = _train(data, tmp_path / "fresh" / "run", "--epochs", "2", "--resume")  # no run there yet: from scratch
-    assert first.returncode == 0 and "no run to resume there yet: starting from scratch" in first.stderr
-    assert _train(data, run, "--epochs", "2").returncode == 0
-    again = _train(data, run, "--epochs", "2")
-    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+    base = ["--customers", data, "--config", TINY, "--set", "train.pooled_epochs=1", "--set", "train.survival_epochs=1",
+            "--set", "train.patience=0"]
+
+    def ok(out, *extra) -> str:
+        _cli.run(TRAIN_MODULE.main, [str(a) for a in [*base, "--out", out, *extra]])
+        return capsys.readouterr().err
+
+    first = ok(tmp_path / "fresh" / "run", "--epochs", "2", "--resume")  # no run there yet: from scratch
+    assert "no run to resume there yet: starting from scratch" in first
+    ok(run, "--epochs", "2")
+    assert cli_fails(TRAIN_MODULE, [*base, "--out", run, "--epochs", "2"], capsys) == (
         f"error: --out {run} holds a run already (config.toml, predictions.parquet, metrics.json): --resume to continue "
-        "it, --overwrite to replace it, or another --out"]
-    fewer = _train(data, run, "--epochs", "1", "--resume")
-    assert fewer.returncode == 2 and "Traceback" not in fewer.stderr
-    assert "train.epochs is 1 but the run was set to 2" in fewer.stderr.strip().splitlines()[-1]
-    changed = _train(data, run, "--epochs", "2", "--resume", "--set", "model.units=3")
-    assert changed.returncode == 2 and "model.units: 4 in the run, 3 now" in changed.stderr
-    more = _train(data, run, "--epochs", "3", "--resume")
-    assert more.returncode == 0, more.stderr
-    assert "continuing the run to 3 epochs (it was set to 2)" in more.stderr
+        "it, --overwrite to replace it, or another --out")
+    fewer = cli_fails(TRAIN_MODULE, [*base, "--out", run, "--epochs", "1", "--resume"], capsys)
+    assert "train.epochs is 1 but the run was set to 2" in fewer
+    changed = cli_fails(TRAIN_MODULE, [*base, "--out", run, "--epochs", "2", "--resume", "--set", "model.units=3"], capsys)
+    assert "model.units: 4 in the run, 3 now" in changed
+    more = ok(run, "--epochs", "3", "--resume")
+    assert "continuing the run to 3 epochs (it was set to 2)" in more
     m = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3] and m["epochs_run"] == 1
-    assert _train(data, run, "--epochs", "2", "--overwrite").returncode == 0
+    ok(run, "--epochs", "2", "--overwrite")
 
 
 def test_log_lines_every_interval_and_one_at_the_end(capsys):
