@@ -21,14 +21,14 @@ gaps (closest to the next one) weigh most. Early stopping uses the selection cus
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from jaxlstm.config import Config
 from jaxlstm.data.batching import uniform
-from jaxlstm.data.intervals import Histories, prefix_mean
+from jaxlstm.data.intervals import Histories
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.evaluate import Questions
 from jaxlstm.progress import bar as progress_bar
@@ -57,35 +57,86 @@ def window_features(hist: Histories, windows, look_back: int, center: float):
     """inputs(window indices, centers) for batching.pack_chunks: the pooled features of each window
     (window w of customer r predicts interval look_back + w of r)."""
     owner = np.repeat(np.arange(hist.n_customers), windows.counts)
+    prefix = Prefix.of(hist)  # once, not once per chunk
 
     def inputs(g: np.ndarray, _centers: np.ndarray) -> np.ndarray:
         g = np.asarray(g, np.int64)
-        return features(hist, owner[g], look_back + g - windows.offsets[owner[g]], look_back, center)
+        return features(hist, owner[g], look_back + g - windows.offsets[owner[g]], look_back, center, prefix)
 
     return inputs
 
 
-def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float) -> np.ndarray:
-    """[P, L, N_FEATURES + extras] inputs for predicting interval `pos` (index within its customer) of customer `owner`
-    from the intervals before it; pos may equal the customer's interval count (the next, unseen one)."""
-    L = look_back
-    enc = encode(hist.intervals).astype(np.float64)
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """What `features` reads of a Histories, computed once per Histories so that the features of a
+    few examples cost O(examples), not O(intervals): the encoded intervals and the running sums over
+    the flat interval array (float64 [M + 1], a leading 0) of the encoded intervals, of their squares
+    and of the raw days. A customer's sum over its first n intervals is cum[start + n] - cum[start]."""
+
+    enc: np.ndarray  # [M] float32, encode(intervals)
+    cum_enc: np.ndarray  # [M + 1] float64
+    cum_enc2: np.ndarray  # [M + 1] float64
+    cum_days: np.ndarray  # [M + 1] float64
+
+    @staticmethod
+    def of(hist: Histories) -> Prefix:
+        enc = encode(hist.intervals)
+        enc64 = enc.astype(np.float64)
+        # running sums over the whole flat array, as data.intervals.prefix_mean takes them (the values stay those
+        # of the previous definition); in float64 a customer's sum, a difference of two, is off by ~1e-7 at 1e8
+        # intervals (sums ~1e9): below the float32 resolution of the means
+        return Prefix(enc, np.r_[0.0, np.cumsum(enc64)], np.r_[0.0, np.cumsum(enc64**2)],
+                      np.r_[0.0, np.cumsum(hist.intervals, dtype=np.float64)])
+
+    def mean(self, cum: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """[P] float64 mean of the first n[p] values from flat index start[p]; NaN where n is 0."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (cum[start + n] - cum[start]) / n
+
+
+def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float,
+             prefix: Prefix | None = None) -> np.ndarray:
+    """[P, L, N_FEATURES + extras] float32 inputs for predicting interval `pos` (index within its customer) of
+    customer `owner` from the intervals before it; pos may equal the customer's interval count (the next,
+    unseen one). `prefix`: Prefix.of(hist), computed here when not given; pass it when calling on slices.
+    Each feature is computed in float64 over [P, L] (or [P]) and written into the float32 output, so no
+    float64 [P, L, F] array exists; the values are those of float64 arithmetic rounded once to float32."""
+    prefix = Prefix.of(hist) if prefix is None else prefix
+    owner, pos = np.asarray(owner, np.int64), np.asarray(pos, np.int64)
+    L, P, M = look_back, len(pos), len(hist.intervals)
+    x = np.zeros((P, L, N_FEATURES + hist.n_extra), np.float32)
     start = hist.offsets[owner]
     back = pos[:, None] - L + np.arange(L)[None, :]  # interval index within the customer, per step
     present = back >= 0
-    idx = np.clip(start[:, None] + back, 0, max(len(enc) - 1, 0))
-    values = np.where(present, (enc[idx] if len(enc) else 0.0) - center, 0.0)
-    mean = prefix_mean(enc, hist.offsets, owner, pos) if len(enc) else np.full(len(pos), np.nan)
-    level = np.where(pos > 0, mean - center, 0.0)
-    spread = np.sqrt(np.maximum(prefix_mean(enc**2, hist.offsets, owner, pos) - mean**2, 0.0)) if len(enc) else mean
-    spread = np.where(pos > 1, spread, 0.0)
-    age = np.where(pos > 0, prefix_mean(hist.intervals, hist.offsets, owner, pos) * pos, 0.0) if len(enc) else np.zeros(len(pos))
-    per_customer = [np.log1p(pos) / 4.0, level, np.log1p(np.maximum(age, 0.0)) / 4.0, spread]
-    x = np.stack([values, present.astype(np.float64), *(np.broadcast_to(f[:, None], (len(pos), L)) for f in per_customer)], -1)
-    if hist.n_extra:  # the extra columns of each present interval, 0 where padded
-        extra = np.where(present[..., None], hist.extras[idx], 0.0) if len(enc) else np.zeros((len(pos), L, hist.n_extra))
-        x = np.concatenate([x, extra], -1)
-    return x.astype(np.float32)
+    idx = np.clip(start[:, None] + back, 0, max(M - 1, 0))
+    if M:
+        x[..., 0] = np.where(present, prefix.enc[idx].astype(np.float64) - center, 0.0)
+    x[..., 1] = present
+    if M:
+        mean = prefix.mean(prefix.cum_enc, start, pos)
+        spread = np.sqrt(np.maximum(prefix.mean(prefix.cum_enc2, start, pos) - mean**2, 0.0))
+        age = np.where(pos > 0, prefix.mean(prefix.cum_days, start, pos) * pos, 0.0)
+    else:  # no intervals: every example has pos 0
+        mean, spread, age = np.full(P, np.nan), np.full(P, np.nan), np.zeros(P)
+    per_customer = [np.log1p(pos) / 4.0, np.where(pos > 0, mean - center, 0.0), np.log1p(np.maximum(age, 0.0)) / 4.0,
+                    np.where(pos > 1, spread, 0.0)]
+    for f, values in enumerate(per_customer, start=2):
+        x[..., f] = values[:, None]
+    if hist.n_extra and M:  # the extra columns of each present interval, 0 where padded
+        x[..., N_FEATURES:] = np.where(present[..., None], hist.extras[idx], 0.0)
+    return x
+
+
+def example_inputs(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float):
+    """inputs(rows) -> [len(rows), L, F] float32: the features of examples (owner[rows], pos[rows]),
+    built when asked (a minibatch at a time) from prefix statistics computed once here."""
+    prefix = Prefix.of(hist)
+
+    def inputs(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        return features(hist, owner[rows], pos[rows], look_back, center, prefix)
+
+    return inputs
 
 
 @dataclasses.dataclass
@@ -115,19 +166,20 @@ def shared_outputs(model, hist: Histories, owner: np.ndarray, pos: np.ndarray) -
     cfg = model.config
     B = cfg.train.pooled_batch
     compiled = model.compiled or compile_steps(cfg, 1, B, only=("evaluate",), n_features=pooled_features(cfg))
-    x = features(hist, owner, pos, cfg.data.look_back, model.center)
-    return _outputs(compiled, model.params, x, B, cfg)
+    inputs = example_inputs(hist, owner, pos, cfg.data.look_back, model.center)
+    return _outputs(compiled, model.params, inputs, len(pos), B, cfg)
 
 
-def _outputs(compiled: Compiled, params, x: np.ndarray, B: int, cfg: Config) -> np.ndarray:
-    """Forward pass over x [P, L, F] in batches of B -> [P, K]."""
-    P = len(x)
+def _outputs(compiled: Compiled, params, inputs: Callable[[np.ndarray], np.ndarray], P: int, B: int,
+             cfg: Config) -> np.ndarray:
+    """Forward pass over examples 0..P-1, inputs(rows) [len(rows), L, F] built per batch of B -> [P, K]."""
     y = np.zeros((1, B) + cfg.target_shape, np.int32 if cfg.n_classes else np.float32)
     mask = np.ones((1, B), np.float32)
     outs = []
     for s in range(0, P, B):
-        part = np.zeros((1, B) + x.shape[1:], np.float32)
-        part[0, : min(B, P - s)] = x[s : s + B]
+        xs = inputs(np.arange(s, min(s + B, P)))
+        part = np.zeros((1, B) + xs.shape[1:], np.float32)
+        part[0, : len(xs)] = xs
         outs.append(np.asarray(compiled.evaluate(params, part, y, mask)[2])[0, : min(B, P - s)])
     return np.concatenate(outs) if outs else np.zeros((0, cfg.n_outputs), np.float32)
 
@@ -151,10 +203,10 @@ def fit_pooled(hist: Histories, q: Questions, config: Config, progress: bool = T
     val_rows = (hist.offsets[q.owner] + q.pos)[q.selection]
     y_days = hist.intervals
     center = float(encode(y_days[train_rows]).mean()) if len(train_rows) else 0.0
-    x = features(hist, owner, pos, d.look_back, center)
+    inputs = example_inputs(hist, owner, pos, d.look_back, center)
     y = to_bins(y_days, d.bins) if d.bins else (encode(y_days) - center).astype(np.float32)
     weight = customer_weights(owner, pos, train, config.train.pooled_recency)
-    params, compiled, history = train_shared(config, x, y, train_rows, val_rows, config.train.pooled_epochs, "pooled",
+    params, compiled, history = train_shared(config, inputs, y, train_rows, val_rows, config.train.pooled_epochs, "pooled",
                                              progress, weight)
     heldout = PooledModel(config, params, center, compiled)
     if not config.train.pooled_refit or not len(val_rows) or not history:
@@ -164,7 +216,7 @@ def fit_pooled(hist: Histories, q: Questions, config: Config, progress: bool = T
     epochs = int(np.argmin([h["val_loss"] for h in history])) + 1
     every = np.ones(len(owner), bool)
     final_cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, patience=0))
-    final, compiled_final, _ = train_shared(final_cfg, x, y, np.arange(len(owner)), val_rows, epochs, "pooled (all)",
+    final, compiled_final, _ = train_shared(final_cfg, inputs, y, np.arange(len(owner)), val_rows, epochs, "pooled (all)",
                                             progress, customer_weights(owner, pos, every, config.train.pooled_recency), keep="last")
     return PooledModel(config, final, center, compiled_final, heldout=heldout), history
 
@@ -185,16 +237,18 @@ def customer_weights(owner: np.ndarray, pos: np.ndarray, train: np.ndarray, rece
     return (w * train.sum() / max(w.sum(), 1e-300)).astype(np.float32)
 
 
-def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, epochs: int,
-                 desc: str, progress: bool = True, weight: np.ndarray | None = None,
+def train_shared(config: Config, inputs: Callable[[np.ndarray], np.ndarray], y: np.ndarray, train_rows: np.ndarray,
+                 val_rows: np.ndarray, epochs: int, desc: str, progress: bool = True, weight: np.ndarray | None = None,
                  keep: str = "best") -> tuple[Any, Compiled, list[dict]]:
-    """One model over examples x [P, L, F], y [P, ...]: minibatches of train.pooled_batch from a fresh
-    random subset of `train_rows` each epoch (each example's loss times `weight` [P], default 1),
+    """One model over P examples, inputs(rows) -> [len(rows), L, F] float32 and y [P, ...]: minibatches of
+    train.pooled_batch from a fresh random subset of `train_rows` each epoch (each example's loss times `weight` [P], default 1),
     early-stopped on `val_rows`. Returns (the parameters with the best validation loss, or with
-    keep="last" those of the last epoch, leading axis 1; the compiled steps; the loss history)."""
+    keep="last" those of the last epoch, leading axis 1; the compiled steps; the loss history).
+    Each minibatch's inputs are built when it is taken (example_inputs): the [P, L, F] inputs of every
+    example are never held at once."""
     t = config.train
     B = t.pooled_batch
-    compiled = compile_steps(config, 1, B, n_features=x.shape[-1])
+    compiled = compile_steps(config, 1, B, n_features=inputs(np.zeros(0, np.int64)).shape[-1])
     seed = np.int32(t.seed)
     state = compiled.init(seed, SEED_PAIR)
     history = []
@@ -207,13 +261,13 @@ def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.nd
         sums, ns = [], []
         for k, s in enumerate(range(0, len(order), B)):
             rows = order[s : s + B]
-            xb, yb, mb = _padded(x, y, rows, B, weight)
+            xb, yb, mb = _padded(inputs, y, rows, B, weight)
             drop = compiled.dropout(SEED_PAIR, seed, np.int32(epoch), np.int32(k))
             state, (ls, n) = compiled.train(state, xb, yb, mb, drop)
             sums.append(ls), ns.append(n)
         vs, vn = np.zeros(1, np.float32), np.zeros(1, np.float32)
         for s in range(0, len(val_rows), B):
-            xb, yb, mb = _padded(x, y, val_rows[s : s + B], B)
+            xb, yb, mb = _padded(inputs, y, val_rows[s : s + B], B)
             a, b, _ = compiled.evaluate(state.params, xb, yb, mb)
             vs, vn = vs + np.asarray(a), vn + np.asarray(b)
         state = compiled.end_epoch(state, vs, vn, np.int32(epoch))
@@ -227,11 +281,13 @@ def train_shared(config: Config, x: np.ndarray, y: np.ndarray, train_rows: np.nd
     return jax.tree_util.tree_map(np.asarray, state.best_params if keep == "best" else state.params), compiled, history
 
 
-def _padded(x: np.ndarray, y: np.ndarray, rows: np.ndarray, B: int, weight: np.ndarray | None = None):
+def _padded(inputs: Callable[[np.ndarray], np.ndarray], y: np.ndarray, rows: np.ndarray, B: int,
+            weight: np.ndarray | None = None):
     """One minibatch [1, B, ...] of `rows`, zero-padded; the mask carries each example's weight."""
+    x = inputs(rows)
     xb = np.zeros((1, B) + x.shape[1:], np.float32)
     yb = np.zeros((1, B) + y.shape[1:], y.dtype)
     mb = np.zeros((1, B), np.float32)
-    xb[0, : len(rows)], yb[0, : len(rows)] = x[rows], y[rows]
+    xb[0, : len(rows)], yb[0, : len(rows)] = x, y[rows]
     mb[0, : len(rows)] = 1.0 if weight is None else weight[rows]
     return xb, yb, mb

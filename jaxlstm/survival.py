@@ -42,7 +42,7 @@ from jaxlstm.data.windows import Windows, encode
 from jaxlstm.distribution import expected_wait, gone_and_wait, head_params, p_back_within, remaining_median
 from jaxlstm.fit import Prepared, fit, forward_each
 from jaxlstm.pooled import examples as interval_examples
-from jaxlstm.pooled import features, shared_outputs, train_shared
+from jaxlstm.pooled import example_inputs, features, shared_outputs, train_shared
 from jaxlstm.step import Compiled, kept_params
 
 VAL_SHARE = 0.1
@@ -154,9 +154,9 @@ def fit_survival(hist: Histories, as_of: pd.Timestamp, config: Config, progress:
     is_val = val_customer[owner]
     observed = censored == 0
     center = float(encode(days[observed & ~is_val]).mean()) if (observed & ~is_val).any() else 0.0
-    x = features(hist, owner, pos, cfg.data.look_back, center)
+    inputs = example_inputs(hist, owner, pos, cfg.data.look_back, center)
     y = survival_targets(days, censored, np.float32(center))
-    params, compiled, history = train_shared(cfg, x, y, np.flatnonzero(~is_val), np.flatnonzero(is_val),
+    params, compiled, history = train_shared(cfg, inputs, y, np.flatnonzero(~is_val), np.flatnonzero(is_val),
                                              config.train.survival_epochs, desc, progress)
     return SurvivalModel(cfg, params, center, compiled), history
 
@@ -182,9 +182,10 @@ def own_prepared(hist: Histories, as_of: pd.Timestamp, config: Config, center: f
                       np.zeros((N, d.look_back), np.float32), np.zeros(N, bool))
     rows = np.flatnonzero(k >= d.look_back + 1)
     C = max(1, min(t.chunk_customers, len(rows)))
+    inputs = example_inputs(hist, owner, pos, d.look_back, center)  # the prefix statistics once, not per chunk
     chunks = batching.pack_chunks(
         windows, is_val, np.full(N, center, np.float32), seeds, rows, C, t.batch_size,
-        inputs=lambda g, _c: features(hist, owner[g], pos[g], d.look_back, center),
+        inputs=lambda g, _c: inputs(g),
         targets=lambda g, c: survival_targets(days[g], censored[g], c))
     return Prepared(hist, windows, is_val, np.full(N, center, np.float32), seeds, chunks)
 
