@@ -150,11 +150,8 @@ def train_all(
     result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress,
                  start_from=start_from)
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
-    if result.state is not None:
-        own = RunModel(config, prep.hist.keys[rows], prep.center[rows], kept_params(result.state, config), diverged,
-                       np.ones(len(rows), bool), None, pooled)
-    else:
-        own = RunModel(config, np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool), np.zeros(0, bool), None, pooled)
+    params = kept_params(result.state, config) if result.state is not None else None  # None: nobody has an own model
+    own = RunModel(config, prep.hist.keys[rows], prep.center[rows], params, diverged, np.ones(len(rows), bool), None, pooled)
     own_days = question_answers(own, prep, hist, q, result.compiled) if len(rows) else None
     pooled_days = pooled.heldout.answer(hist, q.owner, q.pos)[0] if pooled is not None else None  # no question seen
     fallback_by, own_buckets, evaluation, holdout_frame = evaluate_run(hist, q, d.bins, pooled_days, own_days, mode)
