@@ -35,7 +35,6 @@ from jaxlstm.data.windows import to_bins
 
 BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 5, "4-5"), (6, 10, "6-10"), (11, np.iinfo(np.int64).max, "11+"))
 BASELINES = ("customer_mean", "customer_median", "customer_last", "population_median", "population_latest_median", "constant")
-MODES = ("auto", "per_customer", "pooled", "finetune")  # answers of the trained modes in a report
 SELECTION_SHARE = 0.5
 ALPHA = 0.025  # one-sided: an answer replaces the population median only when it wins at this level
 
