@@ -64,6 +64,12 @@ def brier(p: np.ndarray, hit: np.ndarray) -> float:
     return float(np.mean((p - hit) ** 2))
 
 
+def brier_scores(p: np.ndarray, hit: np.ndarray) -> dict[str, float]:
+    """The Brier score of probabilities p against outcomes hit (0/1), beside the base rate's (the share
+    that happened, in hindsight the best constant) and that share."""
+    return {"model": brier(p, hit), "base_rate": brier(np.full(len(hit), hit.mean()), hit), "rate": float(hit.mean())}
+
+
 def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress: bool = True) -> dict:
     """Train on the log before as_of - horizon and score the as-of answers on what followed (see module doc)."""
     d = config.data
@@ -103,8 +109,7 @@ def backtest(events: pd.DataFrame, as_of: pd.Timestamp, config: Config, progress
             continue  # the outcome is not known within the backtest window
         hit = (observed & (days <= k)).astype(float)
         p = ans[name]
-        out["brier"][name] = {"model": brier(p, hit), "base_rate": brier(np.full(len(hit), hit.mean()), hit),
-                                            "rate": float(hit.mean())}
+        out["brier"][name] = brier_scores(p, hit)
         edges = np.linspace(0, 1, 11)
         b = np.clip(np.digitize(p, edges) - 1, 0, 9)
         out["calibration"][name] = [
@@ -146,7 +151,5 @@ def score_later(predictions: pd.DataFrame, baselines: dict[str, np.ndarray], lat
         out["as_of"]["brier"] = {}
         for name, k in probability_columns(config):
             if k <= window:
-                hit = (observed & (days <= k)).astype(float)
-                out["as_of"]["brier"][name] = {"model": brier(frame[name].to_numpy(float), hit),
-                                               "base_rate": brier(np.full(N, hit.mean()), hit), "rate": float(hit.mean())}
+                out["as_of"]["brier"][name] = brier_scores(frame[name].to_numpy(float), (observed & (days <= k)).astype(float))
     return out
