@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxlstm.config import Config
 from jaxlstm.data.batching import uniform
-from jaxlstm.data.intervals import Histories
+from jaxlstm.data.intervals import Histories, running_mean
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.evaluate import Questions
 from jaxlstm.progress import bar as progress_bar
@@ -90,8 +90,7 @@ class Prefix:
 
     def mean(self, cum: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
         """[P] float64 mean of the first n[p] values from flat index start[p]; NaN where n is 0."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (cum[start + n] - cum[start]) / n
+        return running_mean(cum, start, n)
 
 
 def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int, center: float,

@@ -93,8 +93,12 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
 def prefix_mean(values: np.ndarray, offsets: np.ndarray, owner: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Mean of the first n[p] of customer owner[p]'s values (values [M] flat like the intervals);
     NaN where n is 0."""
-    cum = np.r_[0.0, np.cumsum(values, dtype=np.float64)]
-    start = offsets[owner]
+    return running_mean(np.r_[0.0, np.cumsum(values, dtype=np.float64)], offsets[owner], n)
+
+
+def running_mean(cum: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """[P] mean of the n[p] values from flat index start[p], from their running sum cum (a leading 0);
+    NaN where n is 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return (cum[start + n] - cum[start]) / n
 
