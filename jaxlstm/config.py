@@ -93,6 +93,9 @@ class TrainConfig:
     pooled_refit: bool = False
     survival_epochs: int = 20  # the survival model (as-of answers); 0: none, p_within_* columns are NaN
     checkpoint_every: int = 10  # epochs; the last epoch is always saved
+    # customers per shard: a log with more is split by id hash and trained shard after shard, so memory
+    # follows the shard, not the log (see jaxlstm/shards.py); the shared models learn from the first shard
+    shard_customers: int = 50_000
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
 
 
@@ -311,6 +314,7 @@ def validate(config: Config) -> None:
         (t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}"),
         (t.patience >= 0, f"train.patience must be >= 0, got {t.patience}"),
         (t.chunk_customers >= 1, f"train.chunk_customers must be >= 1, got {t.chunk_customers}"),
+        (t.shard_customers >= 1, f"train.shard_customers must be >= 1, got {t.shard_customers}"),
         (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
         (t.pooled_epochs >= 0, f"train.pooled_epochs must be >= 0, got {t.pooled_epochs}"),
         (t.pooled_epochs >= 1 or m.mode not in ("pooled", "finetune"),

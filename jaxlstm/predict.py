@@ -71,16 +71,18 @@ class RunModel:
     own_buckets: tuple[str, ...] | None = None
 
 
-def load_run(run_dir: str | Path) -> RunModel:
+def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
     """Restore a run directory written by `train_all`: the latest checkpoint of the customers' own
-    models, the choice of answers, the shared model."""
+    models, the choice of answers, the shared model. A run trained in shards (train_shards.py) keeps
+    each shard's own models apart: `shard` picks whose; own=False restores none (the shared parts only)."""
     run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints"
-    found = checkpoint.read_meta(ckpt)
+    part = run_dir if shard == 0 else run_dir / "shards" / f"{shard:05d}"
+    ckpt = part / "checkpoints"
+    found = checkpoint.read_meta(ckpt) if own else None
     saved = json.loads((run_dir / "answers.json").read_text()) if (run_dir / "answers.json").exists() else None
     if saved is not None:  # its shared models are read with this version's layout
         checkpoint.check_schema(run_dir / "answers.json", saved.get("schema_version", 1))
-    if found is None and (saved is None or not (run_dir / "config.toml").exists()):
+    if found is None and own and (saved is None or not (run_dir / "config.toml").exists()):
         raise InputError(f"{run_dir}: no checkpoint found (expected {ckpt}; is this a train_all.py --out folder?)")
     if found is None:  # a finished run with no model of anyone's own (mode pooled, or all histories short)
         config = load_config(run_dir / "config.toml")
@@ -93,12 +95,15 @@ def load_run(run_dir: str | Path) -> RunModel:
         params, diverged = kept_params(state, config), np.asarray(state.diverged)
     answers, fallback_by = np.ones(len(keys), bool), None
     chosen = run_dir / "customer_metrics.parquet"
-    if chosen.exists():  # written after training, with the per-customer choice of answer
+    if chosen.exists() and len(keys):  # written after training, with the per-customer choice of answer
         table = pd.read_parquet(chosen, columns=["customer_id", "model_answers"])
-        if len(table) != len(keys) or not (table["customer_id"].astype(str).to_numpy() == keys).all():
+        ids = table["customer_id"].astype(str).to_numpy()
+        # one shard: the checkpoint's customers in its order; in shards every shard's, this shard's among them
+        whole = not (run_dir / "shards").exists()
+        if (len(ids) != len(keys) or not (ids == keys).all()) if whole else not pd.Index(keys).isin(ids).all():
             raise InputError(f"{chosen}: its customers are not those of the checkpoint in {ckpt} (a file from another "
                              "run?): train the run again")
-        answers = table["model_answers"].to_numpy(bool)
+        answers = pd.Series(table["model_answers"].to_numpy(bool), index=ids).reindex(keys).to_numpy(bool)
     if saved is not None:
         fallback_by = saved["fallback_by_history"]
     pooled = survival = own_survival = None
@@ -111,11 +116,11 @@ def load_run(run_dir: str | Path) -> RunModel:
         s_cfg = survival_config(config)
         params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, pooled_features(config)).params)
         survival = SurvivalModel(s_cfg, params_s, center_s)
-        found_own = checkpoint.read_meta(run_dir / "survival_checkpoints") if has["own_survival"] else None
+        found_own = checkpoint.read_meta(part / "survival_checkpoints") if has["own_survival"] and own else None
         if found_own is not None:
             step_o, meta_o = found_own
             own_keys = np.asarray(meta_o["customer_ids"], dtype=str)
-            state_o, _ = _restore_customers(run_dir / "survival_checkpoints", step_o, s_cfg, len(own_keys), pooled_features(config))
+            state_o, _ = _restore_customers(part / "survival_checkpoints", step_o, s_cfg, len(own_keys), pooled_features(config))
             own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
     run_as_of = pd.Timestamp(saved["as_of"]) if saved and saved.get("as_of") else None
     own_buckets = tuple(saved["own_models_answer_in"]) if saved and "own_models_answer_in" in saved else None

@@ -96,6 +96,30 @@ def train_all(
       all of whose rows were rejected come last, with status "all_rows_rejected".
     """
     config = config or Config()
+    n = events[config.data.id_col].nunique() if config.data.id_col in events.columns else 0
+    if n > config.train.shard_customers:  # shard by shard, so memory follows the shard (shards.py)
+        from jaxlstm.shards import Source
+        from jaxlstm.train_shards import train_shards
+
+        return train_shards(Source(frame=events), config, out_dir, resume=resume, progress=progress, source=source,
+                            on_bad_rows=on_bad_rows, as_of=as_of)
+    return train_one(events, config, out_dir, resume=resume, progress=progress, source=source, on_bad_rows=on_bad_rows,
+                     as_of=as_of)
+
+
+def train_one(
+    events: pd.DataFrame,
+    config: Config | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    source: str = "<DataFrame>",
+    on_bad_rows: str = "error",
+    as_of: str | pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """`train_all` on a log of one shard (every log that fits `train.shard_customers`): the whole run in memory."""
+    config = config or Config()
     if resume and out_dir is not None:  # before any work: a changed config is refused at once
         if not (Path(out_dir) / "config.toml").exists():  # nothing saved yet (or killed at once): start afresh
             if progress:
@@ -163,9 +187,8 @@ def train_all(
     if survival is not None and mode in ("per_customer", "finetune"):  # own survival models too
         own_survival = fit_own(hist, as_of, config, survival, mode == "finetune", progress,
                                out / "survival_checkpoints" if out is not None else None, resume)
-    answers = np.isin(bucket_names(prep.hist.n_visits[rows] + 1), own_buckets)  # the buckets of the full history
+    answers = own_answers(mode, prep.hist.n_visits[rows], own_buckets)
     if mode in ("per_customer", "finetune"):  # every own model answers; in finetune the pooled model the others
-        answers = np.ones(len(rows), bool)
         fallback_by = {b: "pooled" for b in fallback_by} if mode == "finetune" and pooled else None
     elif mode == "pooled":
         fallback_by = {b: "pooled" for b in fallback_by} if pooled else None
@@ -177,21 +200,7 @@ def train_all(
     if out is None:
         return predictions
 
-    counts = prep.windows.counts
-    per_customer = pd.DataFrame(
-        {
-            "customer_id": prep.hist.ids[rows],
-            "n_windows": counts[rows],
-            "n_val": result.val_n.astype(np.int64),
-            "best_epoch": (result.state.best_epoch + 1) if result.state is not None else np.zeros(0, int),
-            "epochs_trained": result.state.epochs_trained if result.state is not None else np.zeros(0, int),
-            "val_loss": result.val_sum / np.where(result.val_n > 0, result.val_n, np.nan),
-            ("val_error_rate" if config.n_classes else "val_mae_days"): result.val_error,
-            "stopped_early": result.state.stopped & ~result.state.diverged if result.state is not None else np.zeros(0, bool),
-            "diverged": run.diverged,
-            "model_answers": run.answers,  # read back by predict.py
-        }
-    )
+    per_customer = customer_metrics(prep, result, run, config)
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
         {"schema_version": checkpoint.SCHEMA_VERSION, "mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
@@ -220,6 +229,35 @@ def train_all(
     if distributed.is_main():
         write_report(out, metrics, holdout_frame, predictions)
     return predictions
+
+
+def own_answers(mode: str, n_visits: np.ndarray, own_buckets: list[str] | tuple[str, ...]) -> np.ndarray:
+    """[n] whether each modelled customer's own model answers: in mode auto where its history length (the
+    full history: one visit more than its model learned from) is a bucket own models won; in modes
+    per_customer and finetune always."""
+    if mode in ("per_customer", "finetune"):
+        return np.ones(len(n_visits), bool)
+    return np.isin(bucket_names(n_visits + 1), own_buckets)
+
+
+def customer_metrics(prep: Prepared, result: Fit, run: RunModel, config: Config) -> pd.DataFrame:
+    """customer_metrics.parquet: one row per customer with an own model, in the order of its parameters."""
+    rows = prep.model_rows
+    state = result.state
+    return pd.DataFrame(
+        {
+            "customer_id": prep.hist.ids[rows],
+            "n_windows": prep.windows.counts[rows],
+            "n_val": result.val_n.astype(np.int64),
+            "best_epoch": (state.best_epoch + 1) if state is not None else np.zeros(0, int),
+            "epochs_trained": state.epochs_trained if state is not None else np.zeros(0, int),
+            "val_loss": result.val_sum / np.where(result.val_n > 0, result.val_n, np.nan),
+            ("val_error_rate" if config.n_classes else "val_mae_days"): result.val_error,
+            "stopped_early": state.stopped & ~state.diverged if state is not None else np.zeros(0, bool),
+            "diverged": run.diverged,
+            "model_answers": run.answers,  # read back by predict.py
+        }
+    )
 
 
 # keys a resumed run may change without changing what was trained (a larger train.epochs continues training)

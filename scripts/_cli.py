@@ -43,12 +43,19 @@ def add_source_args(p) -> None:
     p.add_argument("--query", help="with a database URL in --customers: an SQL query whose rows are the visits")
 
 
-def read_customers(args, id_col: str, time_col: str, extra_cols: tuple[str, ...] = ()):
-    """(raw visit table, name for messages) of --customers with --table / --query; the name masks a password.
-    A database table is read for these columns only."""
-    from jaxlstm.data.sources import read_source, source_name
+def source_of(args) -> str:
+    """The name messages give --customers with --table / --query (a password masked); checks the flags agree."""
+    from jaxlstm.data.sources import source_name
 
     if (args.table is not None or args.query is not None) and not args.customers:
         raise InputError("--table and --query need a database URL in --customers")
-    frame = read_source(args.customers, args.table, args.query, columns=(id_col, time_col, *extra_cols))
-    return frame, source_name(args.customers, args.table, args.query)
+    return source_name(args.customers, args.table, args.query)
+
+
+def read_customers(args, id_col: str, time_col: str, extra_cols: tuple[str, ...] = ()):
+    """(raw visit table, name for messages) of --customers with --table / --query; the name masks a password.
+    A database table is read for these columns only."""
+    from jaxlstm.data.sources import read_source
+
+    name = source_of(args)
+    return read_source(args.customers, args.table, args.query, columns=(id_col, time_col, *extra_cols)), name

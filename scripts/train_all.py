@@ -32,6 +32,9 @@ def parse(argv=None) -> argparse.Namespace:
                         "models: --pooled-epochs and train.survival_epochs. Mode pooled trains no own model: an error there")
     p.add_argument("--pooled-epochs", type=int, help="epochs of the shared (pooled) model (train.pooled_epochs)")
     p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--shard-customers", type=int, metavar="N",
+                   help="customers per shard (train.shard_customers, default 50,000): a log of more is read and trained "
+                        "shard by shard, so memory follows N, not the log; the shared models learn from the first shard")
     p.add_argument("--extra-col", action="append", metavar="COLUMN",
                    help="a numeric per-visit column (e.g. amount) fed to the models beside the intervals "
                         "(data.extra_cols); repeat for several")
@@ -81,6 +84,7 @@ def main(argv=None) -> None:
     overrides = parse_set(args.set)
     flags = (("--epochs", "train.epochs", args.epochs), ("--pooled-epochs", "train.pooled_epochs", args.pooled_epochs),
              ("--seed", "train.seed", args.seed), ("--mode", "model.mode", args.mode),
+             ("--shard-customers", "train.shard_customers", args.shard_customers),
              ("--id-col", "data.id_col", args.id_col), ("--time-col", "data.time_col", args.time_col),
              ("--extra-col", "data.extra_cols", args.extra_col), ("--time-format", "data.time_format", args.time_format),
              ("--timezone", "data.timezone", args.timezone))
@@ -109,15 +113,16 @@ def main(argv=None) -> None:
                          "--overwrite to replace it, or another --out")
     if args.sample_customers < 1:
         raise InputError(f"--sample-customers must be >= 1, got {args.sample_customers}")
+    run = {"resume": args.resume, "progress": not args.quiet, "on_bad_rows": args.on_bad_rows, "as_of": args.as_of}
     if args.customers or args.table is not None or args.query is not None:
-        d = config.data
-        events, source = _cli.read_customers(args, d.id_col, d.time_col, d.extra_cols)
+        from jaxlstm.train_shards import train_source
+
+        # read a batch at a time: a log of more than train.shard_customers customers is trained shard by shard
+        predictions = train_source(args.customers, args.table, args.query, config, out, source=_cli.source_of(args), **run)
     else:
         events = make_log(args.sample_customers, seed=config.train.seed)
         events = events.rename(columns={"customer_id": config.data.id_col, "timestamp": config.data.time_col})
-        source = f"generated sample of {args.sample_customers} customers"
-    predictions = train_all(events, config, out, resume=args.resume, progress=not args.quiet, source=source,
-                            on_bad_rows=args.on_bad_rows, as_of=args.as_of)
+        predictions = train_all(events, config, out, source=f"generated sample of {args.sample_customers} customers", **run)
     if not distributed.is_main():  # process 0 wrote the outputs and says what they hold
         return
     with open(f"{out}/metrics.json") as f:

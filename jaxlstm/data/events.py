@@ -141,6 +141,7 @@ def check_events(
     time_format: str = "",
     timezone: str = "UTC",
     merge_same_timestamp: bool = True,
+    positions: np.ndarray | None = None,
 ) -> Checked:
     """Validate a raw visit table. Whole-table and whole-column problems (no rows, a missing column,
     a time column of numbers, dates whose day/month order cannot be decided, an extra column of text,
@@ -151,7 +152,9 @@ def check_events(
     timezone: the clock days are counted on: zoned timestamps are converted to it;
     merge_same_timestamp: rows of one customer at the identical timestamp (in a date-only log: the
       same day) are one visit, their extra columns summed;
-    as_of: visits at or after it are set apart in `later`, not rejected."""
+    as_of: visits at or after it are set apart in `later`, not rejected;
+    positions: [len(df)] each row's 0-based position in the whole log, when `df` is a part of it (a
+      shard, see shards.py): messages and `rows` name the log's rows."""
     if on_bad_rows not in ON_BAD_ROWS:
         raise InputError(f"on_bad_rows={on_bad_rows!r}: expected one of {', '.join(ON_BAD_ROWS)}")
     tz = _zone(timezone)
@@ -162,6 +165,7 @@ def check_events(
         if col not in df.columns:
             cols = ", ".join(map(str, df.columns[:10]))
             raise InputError(f"{source}: missing column '{col}' (columns: {cols}; choose another with {flag})")
+    pos = np.arange(len(df)) if positions is None else np.asarray(positions, np.int64)
     raw_ids = df[id_col].reset_index(drop=True)
     raw = df[time_col].reset_index(drop=True)
     reason = np.full(len(df), None, dtype=object)
@@ -193,7 +197,7 @@ def check_events(
                 example = f", e.g. {str(shown.iloc[at[0]])!r}" if why not in (NO_ID, NO_TIME) else ""
                 reading = f"; the column reads as {fmt}" if why == UNREADABLE else ""
                 raise InputError(
-                    f"{source}: column '{col}': {why} at {_rows(at, source)}{example}"
+                    f"{source}: column '{col}': {why} at {_rows(pos[at], source)}{example}"
                     f" (use on_bad_rows='skip' to set bad rows aside{reading})"
                 )
     keep = ~bad
@@ -202,7 +206,7 @@ def check_events(
         raise InputError(f"{source}: every row is bad ({'; '.join(f'{k}: {v:,}' for k, v in counts.items())})")
     at = np.flatnonzero(bad)
     rejected = pd.DataFrame({
-        "row": row_labels(at, source),
+        "row": row_labels(pos[at], source),
         ID: raw_ids.iloc[at].astype(str).where(raw_ids.iloc[at].notna(), None).to_numpy(dtype=object),
         TIME: raw.iloc[at].astype(str).where(raw.iloc[at].notna(), None).to_numpy(dtype=object),
         "reason": np.where(bad_col[at] != None, [f"{r} in '{c}'" for r, c in zip(reason[at], bad_col[at])],  # noqa: E711
@@ -210,7 +214,7 @@ def check_events(
     })
     events = pd.DataFrame({ID: ids[keep].reset_index(drop=True), TIME: times[keep].reset_index(drop=True),
                            **{col: v[keep].reset_index(drop=True) for col, v in extras.items()}})
-    rows = row_labels(np.flatnonzero(keep), source)
+    rows = row_labels(pos[keep], source)
     later = events.iloc[:0]
     if as_of is not None:  # strictly before the as-of date counts: a bare date is the start of that day
         late = (events[TIME] >= as_of).to_numpy()
