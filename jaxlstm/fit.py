@@ -27,6 +27,7 @@ from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_b
 from jaxlstm.errors import InputError
 from jaxlstm.placement import Placement
 from jaxlstm.pooled import PooledModel, window_features
+from jaxlstm.shards import release_memory
 from jaxlstm.step import Compiled, CustomerState, compile_steps, kept_params
 
 
@@ -149,7 +150,8 @@ def _scatter(tree: Any, states: dict[int, Any], chunks: list[batching.Chunk], pl
 @dataclasses.dataclass
 class Fit:
     state: Any  # CustomerState over all model customers (numpy, chunk order), without opt_state (() here:
-    # a third of the state, needed only to go on training, which resumes from the checkpoint)
+    # needed only to go on training, which resumes from the checkpoint); params and best_params are both the
+    # kept parameters (kept_params), one array
     compiled: Compiled | None
     history: list[dict[str, float]]
     seconds_compile: float
@@ -266,6 +268,8 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
             "epoch": epoch + 1,
             "train_loss": float(totals[0] / max(totals[1], 1)),
             "val_loss": float(totals[2] / max(totals[3], 1)),
+            "train_windows": float(totals[1]),  # (what the losses average over: groups' losses combine exactly)
+            "val_windows": float(totals[3]),
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
@@ -302,11 +306,73 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     err_sum = np.bincount(owner[has], weights=wrong[has], minlength=prep.hist.n_customers)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         val_error = np.where(n_val > 0, err_sum / n_val, np.nan)
-    kept = [st._replace(opt_state=()) for st in all_states]
+    # the parameters each customer keeps, once (both names: kept_params reads either)
+    kept = [st._replace(opt_state=(), params=kept_params(st, config), best_params=()) for st in all_states]
     del all_states
-    return Fit(_gather(kept, chunks), compiled, history, seconds_compile, seconds, epochs_run,
+    state = _gather(kept, chunks)
+    return Fit(state._replace(best_params=state.params), compiled, history, seconds_compile, seconds, epochs_run,
                np.concatenate(val_sum), np.concatenate(val_n), val_error, val_days, val_class,
                devices=jax.device_count(), processes=jax.process_count())
+
+
+GROUP_CUSTOMERS = 8192  # customers whose training state is held at once (fit_groups)
+
+
+def group_dirs(ckpt_dir: Path) -> list[Path]:
+    """The checkpoint folders of a run's groups of customers (fit_groups): ckpt_dir itself with one group."""
+    groups = sorted(ckpt_dir.glob("group-*")) if ckpt_dir.is_dir() else []
+    return groups or [ckpt_dir]
+
+
+def fit_groups(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
+               start_from: Any = None, desc: str = "train", group_customers: int | None = None) -> Fit:
+    """`fit` on consecutive groups of chunks of about `group_customers` customers, one group after the
+    other, each with its own checkpoints (ckpt_dir/group-NNN; ckpt_dir itself when there is one group).
+    Customers train independently, so this gives the same models as one `fit` over every chunk; what
+    changes is memory: a group's training state (parameters, RMSprop's, the best-keeping, and their copies
+    at a checkpoint: ~36 KB a customer at 8 units) is held for that group only, not for every customer.
+    history: per epoch, the losses over every group still training (each runs until its customers stop)."""
+    chunks = prep.chunks
+    if not chunks:
+        return fit(prep, config, ckpt_dir, resume, progress, start_from, desc)
+    per = max(1, (group_customers or GROUP_CUSTOMERS) // len(chunks[0].rows))
+    groups = [chunks[i : i + per] for i in range(0, len(chunks), per)]
+    if len(groups) == 1:
+        return fit(prep, config, ckpt_dir, resume, progress, start_from, desc)
+    parts, val_days, val_class = [], None, None
+    for g, part in enumerate(groups):
+        where = ckpt_dir / f"group-{g:03d}" if ckpt_dir is not None else None
+        f = fit(dataclasses.replace(prep, chunks=part), config, where, resume, progress, start_from,
+                f"{desc} {g + 1}/{len(groups)}")
+        if val_days is None:
+            val_days, val_class = f.val_days, f.val_class
+        else:  # [M] over every window: each group's answers where it has them (not one [M] array per group)
+            has = ~np.isnan(f.val_days)
+            val_days[has], val_class[has] = f.val_days[has], f.val_class[has]
+        parts.append(dataclasses.replace(f, val_days=None, val_class=None))
+        del f
+        release_memory()  # the group's training state, freed: back to the system before the next group
+    return _joined(parts, val_days, val_class)
+
+
+def _joined(parts: list[Fit], val_days: np.ndarray, val_class: np.ndarray) -> Fit:
+    """One Fit of consecutive groups' Fits (see fit_groups) and the validation answers of them all."""
+    history = []
+    for e in range(max(len(f.history) for f in parts)):
+        rows = [f.history[e] for f in parts if e < len(f.history)]
+        row = {"epoch": rows[0]["epoch"]}
+        for loss, n in (("train_loss", "train_windows"), ("val_loss", "val_windows")):
+            row[n] = sum(r.get(n, 1.0) for r in rows)  # (a checkpoint of an older version: each group alike)
+            row[loss] = float(sum(r[loss] * r.get(n, 1.0) for r in rows) / max(row[n], 1))
+        # the groups train one after another: the epoch ended in the last group that ran it
+        last = max(i for i, f in enumerate(parts) if e < len(f.history))
+        row["seconds"] = float(sum(f.seconds_train for f in parts[:last]) + parts[last].history[e]["seconds"])
+        history.append(row)
+    state = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[f.state for f in parts])
+    cat = lambda name: np.concatenate([getattr(f, name) for f in parts])  # noqa: E731
+    return Fit(state, parts[-1].compiled, history, sum(f.seconds_compile for f in parts), sum(f.seconds_train for f in parts),
+               max(f.epochs_run for f in parts), cat("val_sum"), cat("val_n"), cat("val_error"), val_days, val_class,
+               parts[0].devices, parts[0].processes)
 
 
 def _put_val_answers(out: np.ndarray, chunk: batching.Chunk, prep: Prepared, config: Config,

@@ -16,11 +16,11 @@ import pandas as pd
 from jaxlstm import checkpoint
 from jaxlstm.config import Config, from_dict, load_config
 from jaxlstm.data.batching import model_inputs
-from jaxlstm.data.events import Checked, check_events, options, parse_as_of
+from jaxlstm.data.events import TIME, Checked, check_events, options, parse_as_of
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_bins
 from jaxlstm.errors import InputError
-from jaxlstm.fit import checkpoint_tree, forward_each
+from jaxlstm.fit import checkpoint_tree, forward_each, group_dirs
 from jaxlstm.evaluate import BUCKETS, bucket_names, customer_baselines, fallback_kind, pick
 from jaxlstm.pooled import PooledModel, features, n_features, pooled_features
 from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, probability_columns, survival_config
@@ -78,7 +78,8 @@ def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
     run_dir = Path(run_dir)
     part = run_dir if shard == 0 else run_dir / "shards" / f"{shard:05d}"
     ckpt = part / "checkpoints"
-    found = checkpoint.read_meta(ckpt) if own else None
+    groups = group_dirs(ckpt)  # one folder, or one per group of customers trained in turn (fit.fit_groups)
+    found = checkpoint.read_meta(groups[0]) if own else None
     saved = json.loads((run_dir / "answers.json").read_text()) if (run_dir / "answers.json").exists() else None
     if saved is not None:  # its shared models are read with this version's layout
         checkpoint.check_schema(run_dir / "answers.json", saved.get("schema_version", 1))
@@ -88,11 +89,16 @@ def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
         config = load_config(run_dir / "config.toml")
         keys, center, params, diverged = np.zeros(0, str), np.zeros(0, np.float32), None, np.zeros(0, bool)
     else:
-        step, meta = found
-        config = from_dict(meta["config"])
-        keys = np.asarray(meta["customer_ids"], dtype=str)
-        state, center = _restore_customers(ckpt, step, config, len(keys), meta.get("n_features", n_features(config)))
-        params, diverged = kept_params(state, config), np.asarray(state.diverged)
+        config = from_dict(found[1]["config"])
+        parts = []
+        for g, where in enumerate(groups):
+            step, meta = found if g == 0 else checkpoint.read_meta(where)
+            ids = np.asarray(meta["customer_ids"], dtype=str)
+            state, center = _restore_customers(where, step, config, len(ids), meta.get("n_features", n_features(config)))
+            parts.append((ids, center, kept_params(state, config), np.asarray(state.diverged)))
+            del state  # (RMSprop's state and the best-keeping: not needed to answer)
+        keys, center, diverged = (np.concatenate([p[i] for p in parts]) for i in (0, 1, 3))
+        params = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[p[2] for p in parts])
     answers, fallback_by = np.ones(len(keys), bool), None
     chosen = run_dir / "customer_metrics.parquet"
     if chosen.exists() and len(keys):  # written after training, with the per-customer choice of answer
@@ -305,3 +311,57 @@ def predict(
     d = run.config.data
     checked = check_events(events, id_col or d.id_col, time_col or d.time_col, source, as_of=as_of, **options(d))
     return predict_checked(run, checked, as_of)
+
+
+def in_shards(run_dir: str | Path) -> bool:
+    """Whether the run in `run_dir` was trained in shards (train_shards.py)."""
+    return (Path(run_dir) / "shards" / "plan.json").exists()
+
+
+def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = None, query: str | None = None, *,
+                   id_col: str | None = None, time_col: str | None = None, source: str | None = None,
+                   on_bad_rows: str = "error", as_of: str | pd.Timestamp | None = None,
+                   run: RunModel | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, rejected rows) of every customer of a file or database with a saved run's models. A run
+    trained in shards (train_shards.py) predicts shard by shard: the log is split by the run's id hash, so
+    each customer meets its own model, and memory follows the shard, not the log; as of one date for all
+    (default: the run's, or the day after the log's latest visit if that is later). run: `load_run(run_dir,
+    own=not in_shards(run_dir))`, when the caller has it."""
+    import shutil
+    import tempfile
+
+    from jaxlstm.data.sources import read_source
+    from jaxlstm.shards import Source, read_shard, release_memory, spill
+
+    run_dir = Path(run_dir)
+    plan_path = run_dir / "shards" / "plan.json"
+    run = run or load_run(run_dir, own=not in_shards(run_dir))
+    d = run.config.data
+    id_col, time_col = id_col or d.id_col, time_col or d.time_col
+    source = source or str(spec)
+    if not plan_path.exists():  # one shard: the whole log at once
+        raw = read_source(spec, table, query, columns=(id_col, time_col, *d.extra_cols))
+        checked = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=as_of, **options(d))
+        return predict_checked(run, checked, as_of), checked.rejected
+    S = json.loads(plan_path.read_text())["planned"]
+    fixed = parse_as_of(as_of, d.timezone)
+    with tempfile.TemporaryDirectory(prefix="jaxlstm-predict-") as tmp:
+        files = spill(Source(spec, table, query), (id_col, time_col, *d.extra_cols), S, Path(tmp))
+        checked_parts, latest = {}, None
+        for path in files:  # every shard checked first: the default as-of date is the whole log's
+            raw, positions = read_shard(path)
+            k = int(path.stem.split("-")[1])
+            checked_parts[k] = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed,
+                                            positions=positions, **options(d))
+            top = checked_parts[k].events[TIME].max()
+            latest = top if latest is None else max(latest, top)
+            path.unlink()
+        when = fixed if fixed is not None else max(default_as_of(np.array([latest])), run.as_of or pd.Timestamp.min)
+        frames, rejected = [], []
+        for k, checked in sorted(checked_parts.items()):
+            frames.append(predict_checked(load_run(run_dir, shard=k), checked, when))
+            rejected.append(checked.rejected)
+            checked_parts[k] = None
+            release_memory()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return pd.concat(frames, ignore_index=True), pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable")

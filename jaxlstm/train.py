@@ -32,7 +32,7 @@ from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, customer_baselines, evaluate_run, questions
-from jaxlstm.fit import Fit, Prepared, fit, for_finetuning, prepare
+from jaxlstm.fit import Fit, Prepared, fit_groups, for_finetuning, prepare
 from jaxlstm.progress import say
 from jaxlstm.pooled import fit_pooled
 from jaxlstm.predict import CLASSIC_FALLBACK, FINETUNED, PER_CUSTOMER, RunModel, add_unanswered, predict_frame
@@ -171,7 +171,7 @@ def train_one(
     if mode == "finetune" and pooled is not None:
         prep, start_from = for_finetuning(prep, config, pooled), pooled.params
     rows = prep.model_rows
-    result = fit(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress,
+    result = fit_groups(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress,
                  start_from=start_from)
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
     params = kept_params(result.state, config) if result.state is not None else None  # None: nobody has an own model

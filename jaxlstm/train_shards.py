@@ -33,11 +33,11 @@ from jaxlstm.data.events import ID, TIME, check_events, options, parse_as_of
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
-from jaxlstm.fit import fit, for_finetuning, prepare
+from jaxlstm.fit import fit_groups, for_finetuning, prepare
 from jaxlstm.predict import RunModel, add_orphans, load_run, predict_frame, TOO_FEW
 from jaxlstm.progress import say
 from jaxlstm.report import verdict, write_report
-from jaxlstm.shards import Source, count_customers, n_shards, read_shard, spill
+from jaxlstm.shards import Source, count_customers, n_shards, read_shard, release_memory, spill
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own
 from jaxlstm.train import (_write_atomic, before_last_visit, customer_metrics, own_answers, resume_check, row_counts,
@@ -103,7 +103,7 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
             say_(f"shard 1/{S}: the shared models, the choice of answers and the evaluation learn from its customers")
             # with the visits after an explicit as-of date: shard 0's run scores its answers on them
             events = pd.concat([pd.read_parquet(here / "events.parquet"), pd.read_parquet(here / "later.parquet")],
-                               ignore_index=True)
+                               ignore_index=True).rename(columns={ID: d.id_col, TIME: d.time_col})  # the run's names
             predictions = train_one(events, config, out, resume=resume, progress=progress,
                                     source=f"{source} [shard 1 of {S}]", as_of=as_of)
             if (out / "customer_metrics.parquet").exists():  # out/'s becomes every shard's (_finish)
@@ -112,6 +112,7 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
         else:
             _train_shard(k, S, config, out, as_of, resume, progress, source)
         parts.append(here / "predictions.parquet")
+        release_memory()
     return _finish(out, config, plan, parts, S, progress, time.perf_counter() - t_start)
 
 
@@ -176,18 +177,18 @@ def _train_shard(k: int, S: int, config: Config, out: Path, as_of: pd.Timestamp,
     here = shard_dir(out, k)
     d, mode = config.data, config.model.mode
     shared = load_run(out, own=False)  # shard 0's run: its shared models and its choice of who answers
-    events = pd.read_parquet(here / "events.parquet")
-    checked = check_events(events, ID, TIME, f"{source} [shard {k + 1} of {S}]", **options(d))  # canonical: no change
-    hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
+    events = pd.read_parquet(here / "events.parquet")  # checked and canonical (_split)
+    hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     windows = make_windows(hist, d.look_back)
-    earlier = before_last_visit(checked.events)
-    prep = prepare(earlier if len(earlier) else checked.events, config)
+    earlier = before_last_visit(events)
+    prep = prepare(earlier if len(earlier) else events, config)
+    del events, earlier
     if mode == "pooled":
         prep = dataclasses.replace(prep, chunks=[])
     start_from = None
     if mode == "finetune" and shared.pooled is not None:
         prep, start_from = for_finetuning(prep, config, shared.pooled), shared.pooled.params
-    result = fit(prep, config, ckpt_dir=here / "checkpoints", resume=resume, progress=progress, start_from=start_from,
+    result = fit_groups(prep, config, ckpt_dir=here / "checkpoints", resume=resume, progress=progress, start_from=start_from,
                  desc=f"shard {k + 1}/{S}")
     rows = prep.model_rows
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)

@@ -32,30 +32,27 @@ def main(argv=None) -> None:
 
     from pathlib import Path
 
-    from jaxlstm.data.events import check_events, options
     from jaxlstm.errors import InputError
-    from jaxlstm.predict import load_run, predict_checked
+    from jaxlstm.predict import in_shards, load_run, predict_source
 
     if not args.out.lower().endswith((".parquet", ".pq", ".csv")):
         raise InputError(f"--out {args.out}: expected a .parquet or .csv file name")
     if not Path(args.run).is_dir():
         raise InputError(f"--run {args.run}: no such run folder")
-    run = load_run(args.run)
+    run = load_run(args.run, own=not in_shards(args.run))  # in shards: the shared parts (own models: shard by shard)
     if run.config.train.compilation_cache:
         from jaxlstm.train import enable_compilation_cache
 
         enable_compilation_cache()
-    d = run.config.data
-    id_col, time_col = args.id_col or d.id_col, args.time_col or d.time_col
-    raw, source = _cli.read_customers(args, id_col, time_col, d.extra_cols)
-    checked = check_events(raw, id_col, time_col, source,
-                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, **options(d))
-    predictions = predict_checked(run, checked, args.as_of)
+    # a run trained in shards predicts shard by shard (memory follows the shard); else the log is read whole
+    predictions, rejected = predict_source(args.run, args.customers, args.table, args.query, id_col=args.id_col,
+                                           time_col=args.time_col, source=_cli.source_of(args),
+                                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, run=run)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.on_bad_rows == "skip":
         stem = args.out.rsplit(".", 1)[0]
-        checked.rejected.to_parquet(f"{stem}.rejected_rows.parquet")
-        print(f"rejected {len(checked.rejected):,} of {len(raw):,} rows -> {stem}.rejected_rows.parquet", file=sys.stderr)
+        rejected.to_parquet(f"{stem}.rejected_rows.parquet")
+        print(f"rejected {len(rejected):,} rows -> {stem}.rejected_rows.parquet", file=sys.stderr)
     if args.out.lower().endswith(".csv"):
         predictions.to_csv(args.out, index=False)
     else:
