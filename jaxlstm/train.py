@@ -34,6 +34,7 @@ from jaxlstm.data.windows import make_windows
 from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, customer_baselines, evaluate_run, questions
 from jaxlstm.fit import Fit, Prepared, fit_groups, for_finetuning, prepare
 from jaxlstm.progress import say
+from jaxlstm.shards import release_memory
 from jaxlstm.pooled import fit_pooled
 from jaxlstm.predict import CLASSIC_FALLBACK, FINETUNED, PER_CUSTOMER, RunModel, add_unanswered, predict_frame
 from jaxlstm.report import verdict, write_report
@@ -131,6 +132,8 @@ def train_one(
     t_start = time.perf_counter()
     checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of,
                            **options(config.data))
+    n_read = len(events)
+    del events  # (the caller may hold it still; train_shards does not)
     d = config.data
     hist = histories(checked.events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     windows = make_windows(hist, d.look_back)
@@ -142,6 +145,8 @@ def train_one(
     earlier = before_last_visit(checked.events)
     # every customer with one visit: nothing earlier, and no window to train on in the whole log either
     prep = prepare(earlier if len(earlier) else checked.events, config)
+    del earlier
+    release_memory()  # the raw table and the stages' temporaries: a log's peak should not stay its floor
     if mode == "pooled":  # the shared model answers everyone: no per-customer models to train
         prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
@@ -176,13 +181,16 @@ def train_one(
     diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
     params = kept_params(result.state, config) if result.state is not None else None  # None: nobody has an own model
     own = RunModel(config, prep.hist.keys[rows], prep.center[rows], params, diverged, np.ones(len(rows), bool), None, pooled)
+    release_memory()
     own_days = question_answers(own, prep, hist, q, result.compiled) if len(rows) else None
     pooled_days = pooled.heldout.answer(hist, q.owner, q.pos)[0] if pooled is not None else None  # no question seen
     fallback_by, own_buckets, evaluation, holdout_frame = evaluate_run(hist, q, d.bins, pooled_days, own_days, mode)
     survival, survival_history, asof_scores = None, [], None
     if config.train.survival_epochs > 0:
         asof_scores = backtest(checked.events, as_of, config, progress) if out is not None else None  # for the report
+        release_memory()
         survival, survival_history = fit_survival(hist, as_of, config, progress)
+        release_memory()
     own_survival = None
     if survival is not None and mode in ("per_customer", "finetune"):  # own survival models too
         own_survival = fit_own(hist, as_of, config, survival, mode == "finetune", progress,
@@ -220,7 +228,7 @@ def train_one(
     metrics["pooled_history"] = pooled_history
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
-    metrics["rows"] = row_counts(checked, len(events))
+    metrics["rows"] = row_counts(checked, n_read)
     if len(checked.later):  # the log goes on past the as-of date: score the answers on what followed
         metrics["after_as_of"] = score_later(predictions, customer_baselines(hist), checked.later, as_of, config)
     metrics["verdict"], judged = verdict(metrics, predictions, config.n_classes)

@@ -293,7 +293,7 @@ def canonical_ids(raw: pd.Series, col: str = ID, source: str = "<DataFrame>") ->
         out = pd.Series(np.zeros(len(raw), np.int64), index=raw.index)
         out[~missing] = numbers
         return out, missing
-    return text, missing
+    return text.astype("str"), missing  # Arrow-backed text: ~20 bytes an id, not a Python object each
 
 
 def _id_text(v) -> str:
