@@ -254,6 +254,9 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     holdout = pd.read_parquet(out / "holdout.parquet")
     write_report(out, metrics, holdout, predictions)
+    for k in range(S):  # the spilled log: every shard has its answers now (a --resume keeps them)
+        for name in ("events.parquet", "later.parquet"):
+            (shard_dir(out, k) / name).unlink(missing_ok=True)
     if progress:
         say(f"{len(predictions):,} customers in {S} shards -> {out}/predictions.parquet")
     return predictions

@@ -71,11 +71,23 @@ def test_sharded_run_answers_every_customer_once_with_the_same_own_models(log, t
     assert metrics["rows"]["read"] == len(log)
 
 
-def test_resume_skips_finished_shards_and_finishes_the_others_identically(log, tmp_path, capsys):
+def test_resume_skips_finished_shards_and_finishes_the_others_identically(log, tmp_path, capsys, monkeypatch):
+    import jaxlstm.train_shards as ts
+
     cfg = tiny_with(train__shard_customers=100)
-    first = train_all(log, cfg, tmp_path, progress=False)
-    (tmp_path / "shards" / "00002" / "predictions.parquet").unlink()  # as if killed while training shard 3
-    again = train_all(log, cfg, tmp_path, resume=True, progress=True)
+    first = train_all(log, cfg, tmp_path / "whole", progress=False)
+    train_shard = ts._train_shard
+
+    def killed_in_shard_3(k, *args):
+        if k == 2:
+            raise KeyboardInterrupt
+        train_shard(k, *args)
+
+    monkeypatch.setattr(ts, "_train_shard", killed_in_shard_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(log, cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(ts, "_train_shard", train_shard)
+    again = train_all(log, cfg, tmp_path / "run", resume=True, progress=True)
     err = capsys.readouterr().err
     assert "shard 1/3: done before, kept" in err and "shard 2/3: done before, kept" in err
     assert "shard 3/3: done before" not in err
