@@ -65,6 +65,11 @@ class ModelConfig:
     # "separate" gives each sequence its own stack and concatenates their last outputs into the dense layers
     # (the classic recipe's layout)
     sequences: str = "concat"
+    # the shared models' own size (modes auto and pooled): one model learns from every customer, so it gets
+    # more units than a customer's own (leave-last-out skill, benchmarks/ACCURACY.md); in mode finetune the
+    # shared model keeps the own models' size (units, dense), since they start from its weights
+    pooled_units: int = 32
+    pooled_dense: tuple[int, ...] = (32,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +305,8 @@ def validate(config: Config) -> None:
         (all(k > 0 for k in d.within_days), f"data.within_days must be positive day counts, got {list(d.within_days)}"),
         (all(a < b for a, b in zip(d.bins, d.bins[1:])), f"data.bins must increase, got {list(d.bins)}"),
         (m.lstm_layers >= 1 and m.units >= 1, "model.lstm_layers and model.units must be >= 1"),
+        (m.pooled_units >= 1, f"model.pooled_units must be >= 1, got {m.pooled_units}"),
+        (all(n >= 1 for n in m.pooled_dense), f"model.pooled_dense sizes must be >= 1, got {list(m.pooled_dense)}"),
         (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
         (all(n >= 1 for n in m.dense), f"model.dense sizes must be >= 1, got {list(m.dense)}"),
         (m.lstm_activation in ACTIVATIONS, f"model.lstm_activation must be one of {sorted(ACTIVATIONS)}"),

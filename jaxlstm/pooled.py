@@ -32,10 +32,19 @@ from jaxlstm.data.intervals import Histories, running_mean
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.evaluate import Questions
 from jaxlstm.progress import bar as progress_bar
-from jaxlstm.step import Compiled, compile_steps
+from jaxlstm.step import Compiled, compile_steps, stacked_state_shape
 
 N_FEATURES = 6  # plus one per extra column (data.extra_cols)
 SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model's own "customer" seed
+
+
+def pooled_config(config: Config) -> Config:
+    """The config of the shared point model: the run's, at the shared model's own size (model.pooled_units,
+    model.pooled_dense); in mode finetune the own models' size, since they start from its weights."""
+    m = config.model
+    if m.mode == "finetune" or (m.units, m.dense) == (m.pooled_units, m.pooled_dense):
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(m, units=m.pooled_units, dense=m.pooled_dense))
 
 
 def n_features(config: Config) -> int:
@@ -140,7 +149,9 @@ def example_inputs(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_bac
 
 @dataclasses.dataclass
 class PooledModel:
-    """The shared model: params with a leading axis of 1 (the step functions' customer axis)."""
+    """The shared model: params with a leading axis of 1 (the step functions' customer axis). `config` may be
+    the run's: the model answers at its own size (pooled_config), or, for a run saved before the shared model
+    had one, at the size its saved parameters have."""
 
     config: Config
     params: Any
@@ -148,6 +159,12 @@ class PooledModel:
     compiled: Compiled | None = None
     # the model trained without the questions (evaluate.py), which scores and chooses; None once restored
     heldout: PooledModel | None = None
+
+    def __post_init__(self):
+        sized = pooled_config(self.config)
+        if sized is not self.config and _n_params(self.config) == np.shape(self.params)[-1] != _n_params(sized):
+            return  # an older run's shared model, at the own models' size
+        self.config = sized
 
     def answer(self, hist: Histories, owner: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(days [P], class probabilities [P, K] or None) for interval `pos` of customer `owner`."""
@@ -157,6 +174,11 @@ class PooledModel:
             probs = np.asarray(jax.nn.softmax(out, axis=-1))
             return bin_values(cfg.data.bins)[probs.argmax(-1)].astype(float), probs
         return decode(out[:, 0] + self.center).astype(float), None
+
+
+def _n_params(config: Config) -> int:
+    """Parameters of one shared model of this config (its flat parameter vector's length)."""
+    return int(stacked_state_shape(config, 1, pooled_features(config)).params.shape[-1])
 
 
 def shared_outputs(model, hist: Histories, owner: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -194,7 +216,8 @@ def examples(hist: Histories, start: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def fit_pooled(hist: Histories, q: Questions, config: Config, progress: bool = True) -> tuple[PooledModel, list[dict]]:
     """Train the pooled model on every interval but the questions, each customer weighing 1 in total
-    (see the module doc), early-stopped on the selection customers' questions."""
+    (see the module doc), early-stopped on the selection customers' questions; at its own size (pooled_config)."""
+    config = pooled_config(config)
     d = config.data
     owner, pos, _ = examples(hist, np.diff(hist.offsets))
     train = q.train_intervals(hist)
@@ -244,7 +267,9 @@ def train_shared(config: Config, inputs: Callable[[np.ndarray], np.ndarray], y: 
     early-stopped on `val_rows`. Returns (the parameters with the best validation loss, or with
     keep="last" those of the last epoch, leading axis 1; the compiled steps; the loss history).
     Each minibatch's inputs are built when it is taken (example_inputs): the [P, L, F] inputs of every
-    example are never held at once."""
+    example are never held at once. A point model (not the survival head) trains at the shared model's
+    own size (pooled_config), whichever config it is given."""
+    config = config if config.loss == "survival" else pooled_config(config)
     t = config.train
     B = t.pooled_batch
     compiled = compile_steps(config, 1, B, n_features=inputs(np.zeros(0, np.int64)).shape[-1])

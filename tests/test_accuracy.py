@@ -130,12 +130,14 @@ def test_auto_never_loses_to_the_best_baseline_and_wins_where_history_has_signal
 
 
 def test_finetune_starts_from_the_pooled_model():
-    """With no fine-tuning epochs, every fine-tuned model answers exactly what the pooled model does;
+    """With no fine-tuning epochs, every fine-tuned model answers exactly what the pooled model does
+    (in mode finetune the shared model has the own models' size: compared with a pooled run of that size);
     with some, they move away from it."""
     events = make_customers(40, seed=6, visits=(3, 30))
     cfg = load_config(ROOT / "configs" / "tiny.toml", {"train.pooled_epochs": 3, "train.epochs": 0, "model.mode": "finetune"})
     tuned0 = train_all(events, cfg, progress=False)
-    pooled = train_all(events, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mode="pooled")), progress=False)
+    same_size = dataclasses.replace(cfg.model, mode="pooled", pooled_units=cfg.model.units, pooled_dense=cfg.model.dense)
+    pooled = train_all(events, dataclasses.replace(cfg, model=same_size), progress=False)
     own = tuned0["model"] == "finetuned"
     assert own.sum() > 10 and (tuned0.loc[~own, "model"] == "pooled").all()
     np.testing.assert_allclose(tuned0["predicted_interval_days"], pooled["predicted_interval_days"], rtol=2e-5)
@@ -179,3 +181,30 @@ def test_an_extra_column_carries_its_signal_into_the_models(tmp_path):
     bad.loc[3, "amount"] = "lots"
     with pytest.raises(InputError, match=r"column 'amount': missing or not a number at rows 3, e.g. 'lots'"):
         predict(tmp_path / "run1concat", bad)
+
+
+def test_the_shared_model_has_its_own_size():
+    """The shared model is one model for everyone: it gets model.pooled_units / pooled_dense, answers at that size
+    when rebuilt from the run's config (as predict does), a run saved at the own models' size still answers at that
+    size, and in mode finetune it keeps the own models' size (they start from its weights)."""
+    from jaxlstm.pooled import PooledModel, fit_pooled, pooled_config
+
+    events = make_customers(30, seed=5, visits=(2, 12))
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"model.mode": "pooled", "train.pooled_epochs": 2,
+                                                        "model.pooled_units": 6, "model.pooled_dense": [5]})
+    hist = histories(validate_events(events))
+    q = questions(hist, customer_seeds(hist.keys))
+    ask = np.arange(hist.n_customers), np.diff(hist.offsets)
+    model, _ = fit_pooled(hist, q, cfg, progress=False)
+    assert (model.config.model.units, model.config.model.dense) == (6, (5,)) and cfg.model.units == 4
+    again = PooledModel(cfg, model.params, model.center)
+    assert again.config == model.config
+    np.testing.assert_array_equal(again.answer(hist, *ask)[0], model.answer(hist, *ask)[0])
+    own_size = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pooled_units=4, pooled_dense=(4,)))
+    old, _ = fit_pooled(hist, q, own_size, progress=False)
+    assert np.shape(old.params)[-1] < np.shape(model.params)[-1]
+    restored = PooledModel(cfg, old.params, old.center)
+    assert restored.config.model.units == 4
+    np.testing.assert_array_equal(restored.answer(hist, *ask)[0], old.answer(hist, *ask)[0])
+    finetune = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mode="finetune"))
+    assert pooled_config(finetune) is finetune
