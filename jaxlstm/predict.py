@@ -69,6 +69,7 @@ class RunModel:
     own_survival: OwnSurvival | None = None
     as_of: pd.Timestamp | None = None  # the date the run answered as of
     own_buckets: tuple[str, ...] | None = None
+    population: dict[str, float] | None = None  # one-number baselines of a run in shards (else from the log predicted)
 
 
 def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
@@ -130,8 +131,9 @@ def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
             own_survival = OwnSurvival(s_cfg, own_keys, kept_params(state_o, s_cfg), center_s, np.asarray(state_o.diverged))
     run_as_of = pd.Timestamp(saved["as_of"]) if saved and saved.get("as_of") else None
     own_buckets = tuple(saved["own_models_answer_in"]) if saved and "own_models_answer_in" in saved else None
+    population = saved.get("population") if saved and (run_dir / "shards" / "plan.json").exists() else None
     return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival, run_as_of,
-                    own_buckets)
+                    own_buckets, population)
 
 
 def _restore_customers(directory: Path, step: int, config: Config, n: int, n_feat: int) -> tuple[CustomerState, np.ndarray]:
@@ -174,6 +176,8 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     no_own = np.diff(hist.offsets) == 0  # a customer baseline without intervals is the population's
     kind[no_own & np.char.startswith(kind.astype(str), "customer_")] = "population_median"
     values = customer_baselines(hist)
+    for name, value in (run.population or {}).items():  # a run in shards: its first shard's, for every shard
+        values[name] = np.full(N, value)
     probs = np.full((N, cfg.n_classes), np.nan, np.float64)
     need = np.flatnonzero((kind == "pooled") & ~use)
     if len(need) and run.pooled is not None:
@@ -347,21 +351,25 @@ def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = No
     fixed = parse_as_of(as_of, d.timezone)
     with tempfile.TemporaryDirectory(prefix="jaxlstm-predict-") as tmp:
         files = spill(Source(spec, table, query), (id_col, time_col, *d.extra_cols), S, Path(tmp))
-        checked_parts, latest = {}, None
-        for path in files:  # every shard checked first: the default as-of date is the whole log's
+        checked_parts, latest, rejected = {}, None, []
+        for path in files:  # every shard checked first (its visits back to disk): the default as-of date is the log's
             raw, positions = read_shard(path)
             k = int(path.stem.split("-")[1])
-            checked_parts[k] = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed,
-                                            positions=positions, **options(d))
-            top = checked_parts[k].events[TIME].max()
+            c = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions,
+                             **options(d))
+            c.events.to_parquet(path.with_suffix(".events.parquet"))
+            checked_parts[k] = dataclasses.replace(c, events=None, later=c.later.iloc[:0])
+            rejected.append(c.rejected)
+            top = c.events[TIME].max()
             latest = top if latest is None else max(latest, top)
             path.unlink()
+            del raw, c
         when = fixed if fixed is not None else max(default_as_of(np.array([latest])), run.as_of or pd.Timestamp.min)
-        frames, rejected = [], []
+        frames = []
         for k, checked in sorted(checked_parts.items()):
-            frames.append(predict_checked(load_run(run_dir, shard=k), checked, when))
-            rejected.append(checked.rejected)
-            checked_parts[k] = None
+            events = pd.read_parquet(Path(tmp) / f"raw-{k:05d}.events.parquet")
+            frames.append(predict_checked(load_run(run_dir, shard=k), dataclasses.replace(checked, events=events), when))
+            del events
             release_memory()
         shutil.rmtree(tmp, ignore_errors=True)
     return pd.concat(frames, ignore_index=True), pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable")

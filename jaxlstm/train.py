@@ -215,6 +215,7 @@ def train_one(
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
         {"schema_version": checkpoint.SCHEMA_VERSION, "mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
+         "population": population_answers(hist),
          "own_models_answer_in": list(answer_buckets),
          "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
         indent=2)))
@@ -249,6 +250,14 @@ def own_answers(mode: str, n_visits: np.ndarray, own_buckets: list[str] | tuple[
     if mode in ("per_customer", "finetune"):
         return np.ones(len(n_visits), bool)
     return np.isin(bucket_names(n_visits + 1), own_buckets)
+
+
+def population_answers(hist: Histories) -> dict[str, float]:
+    """The baselines that are one number for everybody, from every interval of the run: a run in shards
+    answers every shard with these (its first shard's), not each shard's own."""
+    values = customer_baselines(hist)
+    return {name: float(values[name][0]) if hist.n_customers else float("nan")
+            for name in ("population_median", "population_latest_median", "constant")}
 
 
 def customer_metrics(prep: Prepared, result: Fit, run: RunModel, config: Config) -> pd.DataFrame:

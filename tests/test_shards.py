@@ -105,6 +105,10 @@ def test_cli_trains_and_predicts_shard_by_shard(tmp_path, capsys):
     trained = pd.read_parquet(run / "predictions.parquet")
     n = log["id"].nunique()
     assert len(trained) == n and trained["customer_id"].is_unique
+    for name in ("population_median", "population_latest_median"):  # one number for everybody, in every shard
+        answered = trained.loc[trained["model"] == name, "predicted_interval_days"]
+        assert answered.nunique() <= 1, answered.value_counts()
+    assert (trained["model"].str.startswith("population")).sum() > 100
     out = tmp_path / "p.parquet"
     _cli.run(script("predict").main, ["--run", str(run), "--customers", str(path), "--out", str(out)])
     predicted = pd.read_parquet(out).set_index("customer_id").loc[trained["customer_id"]]
