@@ -89,7 +89,7 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
             _split(src, config, out, S, n, source, on_bad_rows, as_of, progress)
         distributed.barrier("jaxlstm: the log is split into shards")
         plan = json.loads(plan_path.read_text())
-    as_of, S = pd.Timestamp(plan["as_of"]), plan["shards"]  # (a shard no customer hashed to has no files)
+    as_of = pd.Timestamp(plan["as_of"])
     say_ = say if progress and distributed.is_main() else (lambda *_: None)
     say_(f"{source}: {n:,} customers in {S} shards of about {config.train.shard_customers:,} (by id hash); "
          f"as of {as_of:%Y-%m-%d %H:%M}")
@@ -97,14 +97,15 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
     parts = []
     for k in range(S):
         here = shard_dir(out, k)
+        if not here.is_dir():  # no customer hashed to it
+            continue
         if (here / "predictions.parquet").exists():  # finished before (--resume)
             say_(f"shard {k + 1}/{S}: done before, kept")
         elif k == 0:
             say_(f"shard 1/{S}: the shared models, the choice of answers and the evaluation learn from its customers")
             # with the visits after an explicit as-of date: shard 0's run scores its answers on them
-            events = pd.concat([pd.read_parquet(here / "events.parquet"), pd.read_parquet(here / "later.parquet")],
-                               ignore_index=True).rename(columns={ID: d.id_col, TIME: d.time_col})  # the run's names
-            predictions = train_one(events, config, out, resume=resume, progress=progress,
+            # (no name holds the visits here: train_one frees them once checked)
+            predictions = train_one(_first_shard(here, config), config, out, resume=resume, progress=progress,
                                     source=f"{source} [shard 1 of {S}]", as_of=as_of)
             if (out / "customer_metrics.parquet").exists():  # out/'s becomes every shard's (_finish)
                 shutil.copyfile(out / "customer_metrics.parquet", here / "customer_metrics.parquet")
@@ -114,6 +115,14 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
         parts.append(here / "predictions.parquet")
         release_memory()
     return _finish(out, config, plan, parts, S, progress, time.perf_counter() - t_start)
+
+
+def _first_shard(here: Path, config: Config) -> pd.DataFrame:
+    """Shard 0's visits under the run's column names, with those after an explicit as-of date: its run
+    scores its answers on them."""
+    d = config.data
+    both = [pd.read_parquet(here / "events.parquet"), pd.read_parquet(here / "later.parquet")]
+    return pd.concat(both, ignore_index=True).rename(columns={ID: d.id_col, TIME: d.time_col})
 
 
 def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, on_bad_rows: str, as_of, progress: bool) -> dict:
@@ -134,7 +143,8 @@ def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, 
     fmt = d.time_format
     latest, counts = None, {"read": 0, "used": 0, "merged_same_timestamp": 0, "after_as_of": 0, "rejected": 0,
                             "rejected_by_reason": {}, "customers_all_rows_rejected": 0, "customers_only_after_as_of": 0}
-    for k, path in enumerate(files):
+    for path in files:
+        k = int(path.stem.split("-")[1])  # the shard of its customers' id hash (predict.py splits a log the same way)
         raw, positions = read_shard(path)
         shown = f"{source} [shard {k + 1} of {S}]"
         opts = {**options(d), "time_format": fmt}
@@ -164,7 +174,7 @@ def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, 
         del raw, checked
     shutil.rmtree(tmp, ignore_errors=True)
     as_of = fixed if explicit else default_as_of(np.array([latest]))
-    plan = {"planned": S, "shards": len(files), "customers": n, "as_of": str(as_of), "rows": counts,
+    plan = {"planned": S, "shards": S, "shards_with_customers": len(files), "customers": n, "as_of": str(as_of), "rows": counts,
             "seconds_split": time.perf_counter() - t0}
     (work / "plan.json").write_text(json.dumps(plan, indent=2))
     return plan
@@ -211,7 +221,8 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
     frames = [pd.read_parquet(p) for p in parts]
     predictions = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     orphans, after = [], []
-    for k in range(S):
+    done = [k for k in range(S) if shard_dir(out, k).is_dir()]
+    for k in done:
         un = json.loads((shard_dir(out, k) / "unanswered.json").read_text())
         orphans += un["orphans"]
         after += un["after_as_of"]
@@ -222,10 +233,10 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
         raise InputError("a customer landed in two shards: ids that read alike differ in type (report this as a bug)")
     if not distributed.is_main():
         return predictions
-    own = [pd.read_parquet(p) for k in range(S) if (p := shard_dir(out, k) / "customer_metrics.parquet").exists()]
+    own = [pd.read_parquet(p) for k in done if (p := shard_dir(out, k) / "customer_metrics.parquet").exists()]
     if own:
         _write_atomic(out / "customer_metrics.parquet", pd.concat(own, ignore_index=True).to_parquet)
-    rejected = [pd.read_parquet(shard_dir(out, k) / "rejected.parquet") for k in range(S)]
+    rejected = [pd.read_parquet(shard_dir(out, k) / "rejected.parquet") for k in done]
     rejected = pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable") if rejected else None
     if rejected is not None and len(rejected):
         _write_atomic(out / "rejected_rows.parquet", rejected.to_parquet)
@@ -254,7 +265,7 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
     holdout = pd.read_parquet(out / "holdout.parquet")
     write_report(out, metrics, holdout, predictions)
-    for k in range(S):  # the spilled log: every shard has its answers now (a --resume keeps them)
+    for k in done:  # the spilled log: every shard has its answers now (a --resume keeps them)
         for name in ("events.parquet", "later.parquet"):
             (shard_dir(out, k) / name).unlink(missing_ok=True)
     if progress:

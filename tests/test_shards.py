@@ -11,7 +11,7 @@ import jaxlstm.fit as fit_module
 from conftest import EXAMPLE_CSV, ROOT, _cli, cli_fails, script
 from jaxlstm.config import load_config
 from jaxlstm.errors import InputError
-from jaxlstm.predict import predict_source
+from jaxlstm.predict import load_run, predict_source
 from jaxlstm.shards import Source, count_customers, id_keys, shard_of
 from jaxlstm.synth import make_customers
 from jaxlstm.train import train_all
@@ -108,7 +108,9 @@ def test_cli_trains_and_predicts_shard_by_shard(tmp_path, capsys):
     for name in ("population_median", "population_latest_median"):  # one number for everybody, in every shard
         answered = trained.loc[trained["model"] == name, "predicted_interval_days"]
         assert answered.nunique() <= 1, answered.value_counts()
-    assert (trained["model"].str.startswith("population")).sum() > 100
+    population = json.loads((run / "answers.json").read_text())["population"]
+    assert population["population_median"] > 0
+    assert load_run(run, shard=2, own=False).population == population  # every shard answers with shard 1's
     out = tmp_path / "p.parquet"
     _cli.run(script("predict").main, ["--run", str(run), "--customers", str(path), "--out", str(out)])
     predicted = pd.read_parquet(out).set_index("customer_id").loc[trained["customer_id"]]
@@ -147,3 +149,22 @@ def test_fit_in_groups_equals_one_fit(log, tmp_path, monkeypatch):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
     with pytest.raises(InputError):  # a run's own models are read back from every group (predict.load_run)
         predict_source(tmp_path / "nothing", tmp_path / "missing.parquet")
+
+
+def test_a_shard_no_customer_hashed_to_is_skipped(tmp_path):
+    ids = pd.Series([f"c{i}" for i in range(200)])
+    s = shard_of(ids, 3)
+    chosen = [ids[s == 0].iloc[0], ids[s == 0].iloc[1], ids[s == 1].iloc[0]]  # shard 2 gets nobody
+    log = make_customers(3, seed=5, visits=(8, 12)).drop(columns="kind")
+    log["customer_id"] = log["customer_id"].map(dict(zip(sorted(log["customer_id"].unique()), chosen)))
+    out = train_all(log, tiny_with(train__shard_customers=1), tmp_path, progress=False)
+    assert sorted(out["customer_id"]) == sorted(chosen)
+    assert not (tmp_path / "shards" / "00002").exists()
+    predicted, _ = predict_source(tmp_path, _parquet(log, tmp_path / "log.parquet"))
+    np.testing.assert_allclose(predicted.set_index("customer_id").loc[out["customer_id"], "predicted_interval_days"],
+                               out["predicted_interval_days"], rtol=1e-6)
+
+
+def _parquet(frame: pd.DataFrame, path):
+    frame.to_parquet(path)
+    return path
