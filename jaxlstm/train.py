@@ -91,7 +91,9 @@ def train_all(
         written to out_dir/rejected_rows.parquet with a reason each and counted in metrics.json.
       as_of: the date the answers are as of (default: the day after the latest visit): p_within_{k}d
         and predicted_next_visit condition on no visit between a customer's last visit and it. Visits
-        after it are bad rows (e.g. clock errors in the export).
+        on or after it are not trained on: the run scores its answers on them (metrics.json after_as_of).
+    A log of more than `config.train.shard_customers` customers is trained shard by shard
+    (train_shards.py: the shared models learn from the first shard), so memory follows the shard.
     Returns:
       the predictions table: exactly one row per customer in `events` (see DESIGN.md); customers
       all of whose rows were rejected come last, with status "all_rows_rejected".
@@ -108,17 +110,8 @@ def train_all(
                      as_of=as_of)
 
 
-def train_one(
-    events: pd.DataFrame,
-    config: Config | None = None,
-    out_dir: str | Path | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    source: str = "<DataFrame>",
-    on_bad_rows: str = "error",
-    as_of: str | pd.Timestamp | None = None,
-) -> pd.DataFrame:
+def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str | Path | None = None, *, resume: bool = False,
+              progress: bool = True, source: str = "<DataFrame>", on_bad_rows: str = "error", as_of=None) -> pd.DataFrame:
     """`train_all` on a log of one shard (every log that fits `train.shard_customers`): the whole run in memory."""
     config = config or Config()
     if resume and out_dir is not None:  # before any work: a changed config is refused at once
