@@ -33,6 +33,7 @@ from jaxlstm.data.events import ID, TIME, check_events, options, parse_as_of
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
+from jaxlstm.evaluate import bucket_names
 from jaxlstm.fit import fit_groups, for_finetuning, prepare
 from jaxlstm.predict import RunModel, add_orphans, load_run, predict_frame, TOO_FEW
 from jaxlstm.progress import say
@@ -191,10 +192,13 @@ def _train_shard(k: int, S: int, config: Config, out: Path, as_of: pd.Timestamp,
     hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     windows = make_windows(hist, d.look_back)
     earlier = before_last_visit(events)
+    if mode == "auto":  # own models answer only in the history lengths where they won on shard 1: train only those
+        answering = hist.keys[np.isin(bucket_names(hist.n_visits), shared.own_buckets or ())]
+        earlier = earlier[earlier[ID].astype(str).isin(answering)]
     prep = prepare(earlier if len(earlier) else events, config)
-    del events, earlier
-    if mode == "pooled":
+    if mode == "pooled" or (mode == "auto" and not len(earlier)):  # nobody's own model answers in this shard
         prep = dataclasses.replace(prep, chunks=[])
+    del events, earlier
     start_from = None
     if mode == "finetune" and shared.pooled is not None:
         prep, start_from = for_finetuning(prep, config, shared.pooled), shared.pooled.params

@@ -11,6 +11,7 @@ import jaxlstm.fit as fit_module
 from conftest import EXAMPLE_CSV, ROOT, _cli, cli_fails, script
 from jaxlstm.config import load_config
 from jaxlstm.errors import InputError
+from jaxlstm.evaluate import bucket_names
 from jaxlstm.predict import load_run, predict_source
 from jaxlstm.shards import Source, count_customers, id_keys, shard_of
 from jaxlstm.synth import make_customers
@@ -92,6 +93,13 @@ def test_resume_skips_finished_shards_and_finishes_the_others_identically(log, t
     assert "shard 1/3: done before, kept" in err and "shard 2/3: done before, kept" in err
     assert "shard 3/3: done before" not in err
     pd.testing.assert_frame_equal(first, again)
+    # mode auto: shards after the first train own models only where they answer (the history lengths they won)
+    won = json.loads((tmp_path / "run" / "answers.json").read_text())["own_models_answer_in"]
+    n_visits = again.set_index("customer_id")["n_visits"]
+    for k in (1, 2):
+        trained = load_run(tmp_path / "run", shard=k).keys
+        assert np.isin(bucket_names(n_visits.loc[pd.Index(trained).astype(n_visits.index.dtype)].to_numpy()), won).all()
+    assert len(load_run(tmp_path / "run").keys) > 0  # the first shard trains everyone's: they are judged there
 
 
 def test_cli_trains_and_predicts_shard_by_shard(tmp_path, capsys):
