@@ -39,6 +39,9 @@ class DataConfig:
     # rows of one customer at the identical timestamp (in a date-only log: the same day) are one visit,
     # extra columns summed; false: every row is a visit (the classic recipe: same-day repeats give 0-day gaps)
     merge_same_timestamp: bool = True
+    # a visit is a day: rows of one customer on one calendar day are one visit (at its first timestamp), so
+    # intervals are days between visit days, the unit of "when will they come back" (and of the as-of answers)
+    merge_same_day: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +303,9 @@ def validate(config: Config) -> None:
     d, m, t = config.data, config.model, config.train
     checks = [
         (d.look_back >= 1, f"data.look_back must be >= 1, got {d.look_back}"),
+        (d.merge_same_timestamp or not d.merge_same_day,
+         "data.merge_same_day = true merges what data.merge_same_timestamp = false keeps apart: set both false to keep "
+         "every row, or merge_same_timestamp true"),
         (d.split in ("temporal", "random"), f"data.split must be 'temporal' or 'random', got '{d.split}'"),
         (0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}"),
         (all(b > 0 for b in d.bins), f"data.bins must be positive day counts, got {list(d.bins)}"),

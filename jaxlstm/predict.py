@@ -22,7 +22,7 @@ from jaxlstm.data.windows import Windows, bin_values, decode, make_windows, to_b
 from jaxlstm.errors import InputError
 from jaxlstm.fit import checkpoint_tree, forward_each, group_dirs
 from jaxlstm.evaluate import BUCKETS, bucket_names, customer_baselines, fallback_kind, pick
-from jaxlstm.pooled import PooledModel, features, n_features, pooled_features
+from jaxlstm.pooled import PooledModel, features, n_features, pooled_config, pooled_features
 from jaxlstm.survival import OwnSurvival, SurvivalModel, default_as_of, probability_columns, survival_config
 from jaxlstm.step import Compiled, CustomerState, kept_params, stacked_state_shape
 
@@ -117,7 +117,8 @@ def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
     # which shared models this run wrote (a run stopped before answers.json: whatever is there)
     has = (saved or {}).get("models", {"pooled": True, "survival": True, "own_survival": True})
     if has["pooled"] and (run_dir / "pooled").exists():
-        params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", stacked_state_shape(config, 1, pooled_features(config)).params)
+        shape = stacked_state_shape(pooled_config(config), 1, pooled_features(config)).params  # at the shared model's size
+        params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", shape)
         pooled = PooledModel(config, params_p, center_p)
     if has["survival"] and (run_dir / "survival").exists():
         s_cfg = survival_config(config)

@@ -227,7 +227,7 @@ LIGHT = ("init", "dropout", "end_epoch", "dropout_half")  # compiled at a lower 
 # programs with a config that records what is read and checks that none of these is).
 NOT_READ_BY_PROGRAMS = {
     "data": ("id_col", "time_col", "floor_days", "split", "val_fraction", "within_days", "horizon_days", "time_format",
-             "timezone", "merge_same_timestamp"),
+             "timezone", "merge_same_timestamp", "merge_same_day"),
     "model": ("mode",),
     "train": ("epochs", "batch_size", "restore_best", "seed", "chunk_customers", "pooled_epochs", "pooled_batch",
               "pooled_examples_per_epoch", "survival_epochs", "checkpoint_every", "compilation_cache", "shard_customers"),

@@ -144,7 +144,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
         prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
     if progress:
-        say(f"{source}: {len(checked.events):,} visits of {hist.n_customers:,} customers{input_summary(checked, as_of)}; "
+        say(f"{source}: {len(checked.events):,} visits of {hist.n_customers:,} customers{input_summary(checked, as_of, 'day' if d.merge_same_day else 'timestamp')}; "
              f"{len(prep.model_rows):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
     for message in warnings:
         say(f"warning: {message}")
@@ -329,11 +329,11 @@ def question_answers(own: RunModel, prep: Prepared, hist: Histories, q: Question
     return days.reindex(hist.keys[q.owner]).to_numpy(dtype=float)
 
 
-def input_summary(checked: Checked, as_of: pd.Timestamp) -> str:
+def input_summary(checked: Checked, as_of: pd.Timestamp, unit: str = "timestamp") -> str:
     """What reading the log left out or folded together, for the first log line ('' when nothing)."""
     parts = []
     if checked.merged:
-        parts.append(f"{checked.merged:,} rows merged into a visit at the same timestamp")
+        parts.append(f"{checked.merged:,} rows merged into a visit of the same customer and {unit}")
     if len(checked.later):
         parts.append(f"{len(checked.later):,} visits on or after the as-of date {as_of:%Y-%m-%d %H:%M} left out of training")
     if len(checked.rejected):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EXAMPLE_CSV
+from conftest import EXAMPLE_CSV, ROOT
 from jaxlstm import load_config, train_all
 from jaxlstm.asof import backtest
 from jaxlstm.data.events import canonical_ids, check_events, parse_as_of
@@ -71,6 +71,31 @@ def test_merged_visits_sum_their_extra_columns():
     assert checked.events.values.tolist() == [["a", pd.Timestamp("2024-01-01"), 5.5], ["a", pd.Timestamp("2024-01-03"), 1.0],
                                               ["b", pd.Timestamp("2024-01-01"), 4.0]]
     assert checked.merged == 1 and checked.rows.tolist() == [0, 2, 3]
+
+
+def test_a_visit_is_a_day_by_default():
+    raw = pd.DataFrame({"customer_id": ["a", "a", "a", "a", "b"],
+                        "timestamp": ["2024-01-01 18:00", "2024-01-01 09:30", "2024-01-01 23:59", "2024-01-02 00:01",
+                                      "2024-01-01 12:00"],
+                        "amount": [1.0, 2.0, 4.0, 8.0, 16.0]})
+    days = check_events(raw, extra_cols=("amount",), **_options(None))
+    # one visit a customer and day, at the day's first time, its purchases summed; midnight starts a new day
+    assert days.events.values.tolist() == [["a", pd.Timestamp("2024-01-01 09:30"), 7.0],
+                                           ["a", pd.Timestamp("2024-01-02 00:01"), 8.0],
+                                           ["b", pd.Timestamp("2024-01-01 12:00"), 16.0]]
+    assert days.merged == 2 and days.rows.tolist() == [1, 3, 4]  # (each visit's row: its earliest)
+    times = check_events(raw, extra_cols=("amount",), merge_same_day=False)
+    assert len(times.events) == 5 and times.merged == 0
+    classic = load_config(ROOT / "configs" / "classic.toml")
+    assert not classic.data.merge_same_day and not classic.data.merge_same_timestamp
+    with pytest.raises(InputError, match="data.merge_same_day = true merges what data.merge_same_timestamp = false keeps"):
+        load_config(None, {"data.merge_same_timestamp": False})
+
+
+def _options(path):
+    from jaxlstm.data.events import options
+
+    return {k: v for k, v in options(load_config(path).data).items() if k.startswith("merge")}
 
 
 def test_ids_have_one_canonical_type():

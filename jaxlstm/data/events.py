@@ -126,7 +126,7 @@ class Checked:
 def options(data) -> dict:
     """check_events' reading options from a DataConfig: train and predict read a log the same way."""
     return {"extra_cols": tuple(data.extra_cols), "time_format": data.time_format, "timezone": data.timezone,
-            "merge_same_timestamp": data.merge_same_timestamp}
+            "merge_same_timestamp": data.merge_same_timestamp, "merge_same_day": data.merge_same_day}
 
 
 def check_events(
@@ -141,6 +141,7 @@ def check_events(
     time_format: str = "",
     timezone: str = "UTC",
     merge_same_timestamp: bool = True,
+    merge_same_day: bool = False,
     positions: np.ndarray | None = None,
 ) -> Checked:
     """Validate a raw visit table. Whole-table and whole-column problems (no rows, a missing column,
@@ -152,6 +153,8 @@ def check_events(
     timezone: the clock days are counted on: zoned timestamps are converted to it;
     merge_same_timestamp: rows of one customer at the identical timestamp (in a date-only log: the
       same day) are one visit, their extra columns summed;
+    merge_same_day: rows of one customer on one calendar day (of `timezone`) are one visit, at the day's
+      earliest timestamp, their extra columns summed;
     as_of: visits at or after it are set apart in `later`, not rejected;
     positions: [len(df)] each row's 0-based position in the whole log, when `df` is a part of it (a
       shard, see shards.py): messages and `rows` name the log's rows."""
@@ -223,8 +226,8 @@ def check_events(
     if events.empty:
         raise InputError(f"{source}: no visit before the as-of date {as_of} (the first is {later[TIME].min()})")
     merged = 0
-    if merge_same_timestamp:
-        events, rows, merged = _merge_same_timestamp(events, rows, tuple(extra_cols))
+    if merge_same_timestamp or merge_same_day:
+        events, rows, merged = _merge_visits(events, rows, tuple(extra_cols), by_day=merge_same_day)
     seen = events[ID].drop_duplicates()
     orphans = np.zeros(0, dtype=object)
     if bad.any():  # (isin over millions of text ids is slow: only when rows were dropped, and on uniques)
@@ -235,17 +238,22 @@ def check_events(
     return Checked(events, rejected, orphans, later, after, merged, fmt, rows)
 
 
-def _merge_same_timestamp(events: pd.DataFrame, rows: np.ndarray, extra_cols: tuple[str, ...]):
-    """(events with one row per customer and timestamp, the first row label of each, rows merged).
-    Extra columns are summed: two baskets at one checkout are one visit with their total."""
-    dup = events.duplicated([ID, TIME]).to_numpy()
+def _merge_visits(events: pd.DataFrame, rows: np.ndarray, extra_cols: tuple[str, ...], by_day: bool = False):
+    """(events with one row per customer and timestamp (by_day: calendar day, kept at its earliest
+    timestamp), the row label of each kept row, rows merged). Extra columns are summed: two baskets at
+    one checkout, or one day's purchases, are one visit with their total."""
+    key = events[TIME].dt.floor("D") if by_day else events[TIME]
+    first = np.argsort(events[TIME].to_numpy(), kind="stable")  # a group's earliest row comes first
+    dup = np.empty(len(events), bool)
+    dup[first] = pd.DataFrame({ID: events[ID].to_numpy()[first], "k": key.to_numpy()[first]}).duplicated().to_numpy()
     n = int(dup.sum())
     if not n:
         return events, rows, 0
     kept = events[~dup].reset_index(drop=True)
-    if extra_cols:  # groups in order of first appearance: the order of the kept rows
-        sums = events.groupby([ID, TIME], sort=False)[list(extra_cols)].sum()
-        kept[list(extra_cols)] = sums.to_numpy()
+    if extra_cols:
+        groups = pd.DataFrame({ID: events[ID].to_numpy(), "k": key.to_numpy(), **{c: events[c] for c in extra_cols}})
+        sums = groups.groupby([ID, "k"], sort=False)[list(extra_cols)].sum()
+        kept[list(extra_cols)] = sums.reindex(pd.MultiIndex.from_arrays([kept[ID], key.to_numpy()[~dup]])).to_numpy()
     return kept, rows[~dup], n
 
 
