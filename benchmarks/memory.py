@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-STAGES = ("check_events", "histories", "make_windows", "before_last_visit", "prepare", "questions", "fit_pooled", "fit",
+STAGES = ("check_events", "histories", "make_windows", "before_last_visit", "prepare", "questions", "fit_pooled", "fit_groups",
           "question_answers", "evaluate_run", "backtest", "fit_survival", "predict_frame", "add_unanswered", "write_report")
 
 
