@@ -216,7 +216,21 @@ def _train_shard(k: int, S: int, config: Config, out: Path, as_of: pd.Timestamp,
                    shared.pooled, shared.survival, own_survival, as_of, shared.own_buckets, shared.population)
     predictions = predict_frame(run, hist, windows, result.compiled, as_of)
     _write_atomic(here / "customer_metrics.parquet", customer_metrics(prep, result, run, config).to_parquet)
+    _write_atomic(here / "fit.json", lambda p: p.write_text(json.dumps({  # summed over shards in metrics.json
+        "seconds_train": result.seconds_train, "seconds_compile": result.seconds_compile, "epochs_run": result.epochs_run,
+        "customers_with_model": int(len(rows)), "windows_train": int(sum(c.n_train.sum() for c in prep.chunks))})))
     _write_atomic(here / "predictions.parquet", predictions.to_parquet)
+
+
+def _fit_totals(out: Path, first: dict, done: list[int]) -> dict:
+    """The own models' training figures of metrics.json over every shard (the first shard's are in `first`)."""
+    parts = [first] + [json.loads(p.read_text()) for k in done if k and (p := shard_dir(out, k) / "fit.json").exists()]
+    seconds = sum(p["seconds_train"] for p in parts)
+    n = sum(p["customers_with_model"] for p in parts)
+    return {"seconds_train": seconds, "seconds_compile": sum(p["seconds_compile"] for p in parts),
+            "epochs_run": max(p["epochs_run"] for p in parts), "windows_train": sum(p["windows_train"] for p in parts),
+            "customers_per_s": n / seconds if seconds > 0 else None,
+            "window_steps_per_s": None}  # (epochs differ by shard: see each shard's fit.json)
 
 
 def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, progress: bool, seconds: float) -> pd.DataFrame:
@@ -258,6 +272,7 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
         "status_counts": predictions["status"].value_counts().to_dict(),
         "rows": plan["rows"],
         "seconds_total": seconds,
+        **_fit_totals(out, metrics, done),
         "shards": {"shards": S, "customers_per_shard": config.train.shard_customers, "seconds_split": plan["seconds_split"],
                    "evaluated_on": f"shard 1: {first:,} of the {len(predictions):,} customers, drawn by id hash; "
                                    "the shared models and the choice of who answers learned from them"},

@@ -70,6 +70,9 @@ def test_sharded_run_answers_every_customer_once_with_the_same_own_models(log, t
     assert metrics["customers"] == 240 and metrics["shards"]["shards"] == 4
     assert metrics["customers_with_model"] == len(pd.read_parquet(tmp_path / "sharded" / "customer_metrics.parquet"))
     assert metrics["rows"]["read"] == len(log)
+    later = [json.loads((tmp_path / "sharded" / "shards" / f"{k:05d}" / "fit.json").read_text()) for k in (1, 2, 3)]
+    assert metrics["seconds_train"] > sum(f["seconds_train"] for f in later) > 0  # every shard's training counted
+    assert metrics["windows_train"] > sum(f["windows_train"] for f in later) > 0
 
 
 def test_resume_skips_finished_shards_and_finishes_the_others_identically(log, tmp_path, capsys, monkeypatch):
