@@ -150,8 +150,13 @@ def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path
                                            "unreadable timestamp"]
     assert rejected["timestamp"].tolist()[:2] == ["garbage", events["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")[5]]
     metrics = json.loads((run / "metrics.json").read_text())
-    # visits after the as-of date are not bad rows: left out of training, counted
-    assert metrics["rows"] == {"read": len(raw), "used": len(raw) - 6, "merged_same_timestamp": 0, "after_as_of": 2,
+    # visits after the as-of date are not bad rows: left out of training, counted; rows of one customer and day are
+    # one visit (data.merge_same_day): every row is used, merged, after the as-of date or rejected
+    good = raw.drop(index=[2, 5, 7, 9, n, n + 1])
+    days = good.assign(day=pd.to_datetime(good["timestamp"]).dt.floor("D"))[["customer_id", "day"]]
+    merged = len(good) - len(days.drop_duplicates())
+    assert merged > 0
+    assert metrics["rows"] == {"read": len(raw), "used": len(raw) - 6 - merged, "merged_same_timestamp": merged, "after_as_of": 2,
                                "rejected": 4, "customers_all_rows_rejected": 0, "customers_only_after_as_of": 1,
                                "rejected_by_reason": {"unreadable timestamp": 2, "missing customer id": 1, "missing timestamp": 1},
                                "time_format": "ISO8601"}
