@@ -147,7 +147,6 @@ def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, 
     for path in files:
         k = int(path.stem.split("-")[1])  # the shard of its customers' id hash (predict.py splits a log the same way)
         raw, positions = read_shard(path)
-        shown = f"{source} [shard {k + 1} of {S}]"
         opts = {**options(d), "time_format": fmt}
         checked = check_events(raw, d.id_col, d.time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions,
                                **opts)
