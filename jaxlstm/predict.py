@@ -336,7 +336,7 @@ def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = No
     import tempfile
 
     from jaxlstm.data.sources import read_source
-    from jaxlstm.shards import Source, read_shard, release_memory, spill
+    from jaxlstm.shards import Source, checked_shards, release_memory
 
     run_dir = Path(run_dir)
     plan_path = run_dir / "shards" / "plan.json"
@@ -351,20 +351,19 @@ def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = No
     S = json.loads(plan_path.read_text())["planned"]
     fixed = parse_as_of(as_of, d.timezone)
     with tempfile.TemporaryDirectory(prefix="jaxlstm-predict-") as tmp:
-        files = spill(Source(spec, table, query), (id_col, time_col, *d.extra_cols), S, Path(tmp))
+        def check(raw, positions):
+            return check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions,
+                                **options(d))
+
         checked_parts, latest, rejected = {}, None, []
-        for path in files:  # every shard checked first (its visits back to disk): the default as-of date is the log's
-            raw, positions = read_shard(path)
-            k = int(path.stem.split("-")[1])
-            c = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions,
-                             **options(d))
-            c.events.to_parquet(path.with_suffix(".events.parquet"))
+        # every shard checked first (its visits back to disk): the default as-of date is the whole log's
+        for k, c in checked_shards(Source(spec, table, query), (id_col, time_col, *d.extra_cols), S, Path(tmp), check):
+            c.events.to_parquet(Path(tmp) / f"raw-{k:05d}.events.parquet")
             checked_parts[k] = dataclasses.replace(c, events=None, later=c.later.iloc[:0])
             rejected.append(c.rejected)
             top = c.events[TIME].max()
             latest = top if latest is None else max(latest, top)
-            path.unlink()
-            del raw, c
+            del c
         when = fixed if fixed is not None else max(default_as_of(np.array([latest])), run.as_of or pd.Timestamp.min)
         frames = []
         for k, checked in sorted(checked_parts.items()):

@@ -166,6 +166,16 @@ def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
                          "export it with one type per column") from None
 
 
+def checked_shards(source: Source, columns: tuple[str, ...], shards: int, folder: Path, check) -> Iterator[tuple[int, object]]:
+    """Spill the log (`spill`), then each shard's rows in turn: (the shard's number, check(rows, their positions
+    in the log)); a shard's spilled file is removed once checked. Train and predict split a log this way."""
+    for path in spill(source, columns, shards, folder):
+        raw, positions = read_shard(path)
+        yield int(path.stem.split("-")[1]), check(raw, positions)
+        del raw
+        path.unlink()
+
+
 def read_shard(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """(the shard's rows without the ROW column, their positions in the log)."""
     frame = pd.read_parquet(path)

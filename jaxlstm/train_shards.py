@@ -38,7 +38,7 @@ from jaxlstm.fit import fit_groups, for_finetuning, prepare
 from jaxlstm.predict import RunModel, add_orphans, load_run, predict_frame, TOO_FEW
 from jaxlstm.progress import say
 from jaxlstm.report import verdict, write_report
-from jaxlstm.shards import Source, count_customers, n_shards, read_shard, release_memory, spill
+from jaxlstm.shards import Source, checked_shards, count_customers, n_shards, release_memory
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own
 from jaxlstm.train import (_write_atomic, before_last_visit, customer_metrics, own_answers, resume_check, row_counts,
@@ -137,21 +137,23 @@ def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, 
     columns = (d.id_col, d.time_col, *d.extra_cols)
     t0 = time.perf_counter()
     tmp = work / "spill"
-    files = spill(src, columns, S, tmp)
-    say_(f"{source}: {n:,} customers spilled to {len(files)} shard files in {time.perf_counter() - t0:.1f} s")
     explicit = as_of is not None
     fixed = parse_as_of(as_of, d.timezone) if explicit else None
-    fmt = d.time_format
+    fmt = [d.time_format]  # the first shard decides how the column reads: the others read it so
+
+    def check(raw, positions):
+        checked = check_events(raw, d.id_col, d.time_col, source, on_bad_rows=on_bad_rows, as_of=fixed,
+                               positions=positions, **{**options(d), "time_format": fmt[0]})
+        if not fmt[0] and checked.time_format not in ("datetime", "ISO8601"):
+            fmt[0] = checked.time_format
+        return checked, len(raw)
+
     latest, counts = None, {"read": 0, "used": 0, "merged_same_timestamp": 0, "after_as_of": 0, "rejected": 0,
                             "rejected_by_reason": {}, "customers_all_rows_rejected": 0, "customers_only_after_as_of": 0}
-    for path in files:
-        k = int(path.stem.split("-")[1])  # the shard of its customers' id hash (predict.py splits a log the same way)
-        raw, positions = read_shard(path)
-        opts = {**options(d), "time_format": fmt}
-        checked = check_events(raw, d.id_col, d.time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions,
-                               **opts)
-        if not fmt and checked.time_format not in ("datetime", "ISO8601"):
-            fmt = checked.time_format  # the first shard decides how the column reads: the others read it so
+    n_files = 0
+    # k: the shard of its customers' id hash (predict.py splits a log the same way)
+    for k, (checked, n_read) in checked_shards(src, columns, S, tmp, check):
+        n_files += 1
         here = shard_dir(out, k)
         here.mkdir(parents=True, exist_ok=True)
         checked.events.to_parquet(here / "events.parquet")
@@ -159,7 +161,7 @@ def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, 
         checked.rejected.to_parquet(here / "rejected.parquet")
         (here / "unanswered.json").write_text(json.dumps({"orphans": checked.orphans.tolist(),
                                                           "after_as_of": checked.after_as_of.tolist()}))
-        c = row_counts(checked, len(raw))
+        c = row_counts(checked, n_read)
         for key in counts:
             if key == "rejected_by_reason":
                 for reason, v in c[key].items():
@@ -169,12 +171,11 @@ def _split(src: Source, config: Config, out: Path, S: int, n: int, source: str, 
         counts["time_format"] = checked.time_format
         top = checked.events[TIME].max()
         latest = top if latest is None else max(latest, top)
-        path.unlink()
         say_(f"shard {k + 1}/{S} checked: {len(checked.events):,} visits of {checked.events[ID].nunique():,} customers")
-        del raw, checked
+        del checked
     shutil.rmtree(tmp, ignore_errors=True)
     as_of = fixed if explicit else default_as_of(np.array([latest]))
-    plan = {"planned": S, "shards": S, "shards_with_customers": len(files), "customers": n, "as_of": str(as_of), "rows": counts,
+    plan = {"planned": S, "shards": S, "shards_with_customers": n_files, "customers": n, "as_of": str(as_of), "rows": counts,
             "seconds_split": time.perf_counter() - t0}
     (work / "plan.json").write_text(json.dumps(plan, indent=2))
     return plan
