@@ -105,6 +105,9 @@ class TrainConfig:
     # customers per shard: a log with more is split by id hash and trained shard after shard, so memory
     # follows the shard, not the log (see jaxlstm/shards.py); the shared models learn from the first shard
     shard_customers: int = 50_000
+    # mode auto: own models are first trained for this many customers (drawn by id hash) and judged on their
+    # questions; the others are trained only in the history lengths where own models won (0: train everyone's)
+    judge_customers: int = 4096
     compilation_cache: bool = True  # persistent XLA cache in ~/.cache/jaxlstm/xla
 
 
@@ -329,6 +332,7 @@ def validate(config: Config) -> None:
         (t.patience >= 0, f"train.patience must be >= 0, got {t.patience}"),
         (t.chunk_customers >= 1, f"train.chunk_customers must be >= 1, got {t.chunk_customers}"),
         (t.shard_customers >= 1, f"train.shard_customers must be >= 1, got {t.shard_customers}"),
+        (t.judge_customers >= 0, f"train.judge_customers must be >= 0, got {t.judge_customers}"),
         (t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}"),
         (t.pooled_epochs >= 0, f"train.pooled_epochs must be >= 0, got {t.pooled_epochs}"),
         (t.pooled_epochs >= 1 or m.mode not in ("pooled", "finetune"),

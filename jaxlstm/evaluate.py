@@ -160,15 +160,20 @@ def report(hist: Histories, q: Questions, answers: dict[str, np.ndarray], bins: 
 
 
 def skill(answers: dict[str, np.ndarray], target: np.ndarray, bins: tuple[float, ...] = ()) -> dict:
-    """{"best_baseline": name, "mae_days": its MAE, method: 1 - MAE / that} (None without data)."""
+    """{"best_baseline": name, "mae_days": its MAE, method: 1 - MAE / that} (None without data). A method
+    that answers some customers only (NaN elsewhere) is compared with the baseline on those customers."""
     mae = {m: scores(a, target, bins)["mae_days"] for m, a in answers.items()}
     simple = {m: v for m, v in mae.items() if m in BASELINES and v is not None}
     if not simple:
         return {"best_baseline": None}
     best = min(simple, key=simple.get)
     out = {"best_baseline": best, "mae_days": simple[best], "customers": int(len(target))}
-    out.update({m: (1.0 - v / simple[best]) if v is not None and simple[best] > 0 else None
-                for m, v in mae.items() if m not in BASELINES})
+    for m, v in mae.items():
+        if m in BASELINES:
+            continue
+        ok = np.isfinite(answers[m])
+        ref = simple[best] if ok.all() else scores(answers[best][ok], target[ok], bins)["mae_days"]
+        out[m] = (1.0 - v / ref) if v is not None and ref else None
     return out
 
 
@@ -223,23 +228,29 @@ def choose(visits: np.ndarray, target: np.ndarray, candidates: dict[str, np.ndar
 
 
 def evaluate_run(hist: Histories, q: Questions, bins: tuple[float, ...], pooled: np.ndarray | None,
-                 own: np.ndarray | None, mode: str = "auto"):
+                 own: np.ndarray | None, mode: str = "auto", chosen: tuple[dict, list] | None = None,
+                 untrained: np.ndarray | None = None, judges: int | None = None):
     """Choose who answers (on the selection customers) and score every mode and baseline (on the
     headline customers first). pooled / own: [Q] answers of the shared model and of the customers'
     own models (NaN where a customer has none). Returns ({bucket: fallback}, [buckets own models
-    answer in], the evaluation for metrics.json, one row per question with every answer)."""
+    answer in], the evaluation for metrics.json, one row per question with every answer).
+    A run whose own models were judged on a sample (train.judge_customers): `chosen` is the choice made on the
+    `judges` customers, `untrained` [Q] the customers that could have had an own model and were not
+    trained one (mode per_customer is scored without them)."""
     base = baselines(hist, q)
     candidates = base if pooled is None else {**base, "pooled": pooled}
     s = q.selection
     visits = q.visits(hist)
-    fallback_by, own_buckets = choose(visits[s], q.target[s], {m: a[s] for m, a in candidates.items()},
-                                      None if own is None else own[s], bins)
+    fallback_by, own_buckets = chosen or choose(visits[s], q.target[s], {m: a[s] for m, a in candidates.items()},
+                                                None if own is None else own[s], bins)
     fallback = pick(candidates, fallback_kind(visits, fallback_by))
     has_own = np.isfinite(own) if own is not None else np.zeros(len(q.target), bool)
     use_own = has_own & np.isin(bucket_names(visits), own_buckets)
     answers = {"auto": np.where(use_own, own if own is not None else np.nan, fallback)}
     if own is not None:
         answers["per_customer"] = np.where(has_own, own, base["customer_median"])
+        if untrained is not None:
+            answers["per_customer"][untrained] = np.nan  # (scores() skips them)
         if mode == "finetune":
             answers = {"finetune": np.where(has_own, own, pooled if pooled is not None else base["customer_median"]), **answers}
     if pooled is not None:
@@ -253,7 +264,9 @@ def evaluate_run(hist: Histories, q: Questions, bins: tuple[float, ...], pooled:
     rep["methods"] = {
         "auto": "per history length the best of the baselines and the pooled model, and customers' own models "
                 "where they beat that beyond noise (paired t test, one-sided 2.5%) on the selection customers",
-        "per_customer": "each customer's own model where it has one, else the customer's median (the classic recipe)",
+        "per_customer": "each customer's own model where it has one, else the customer's median (the classic recipe)"
+                        + (f"; own models were trained for {judges:,} customers drawn by id hash and where they won, "
+                           "so this is scored on those customers only" if judges else ""),
         "pooled": "one shared LSTM trained on every customer's earlier intervals (jaxlstm/pooled.py)",
         **{b: "see jaxlstm/evaluate.py" for b in BASELINES},
     }

@@ -48,18 +48,30 @@ class Prepared:
         return np.concatenate([c.rows[c.real] for c in self.chunks]) if self.chunks else np.zeros(0, np.int64)
 
 
-def prepare(events: pd.DataFrame, config: Config) -> Prepared:
+def prepare(events: pd.DataFrame, config: Config, pack: bool = True) -> Prepared:
+    """The run's data; its chunks hold every customer with a training window (none with pack=False: see `packed`)."""
     d, t = config.data, config.train
     hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     windows = make_windows(hist, d.look_back)
     seeds = batching.customer_seeds(hist.keys)
     is_val = batching.split_windows(windows.offsets, seeds, d.split, d.val_fraction, t.seed)
     center = batching.centers(windows, is_val)
-    return _packed(Prepared(hist, windows, is_val, center, seeds, []), config)
+    prep = Prepared(hist, windows, is_val, center, seeds, [])
+    return _packed(prep, config) if pack else prep
 
 
-def _packed(prep: Prepared, config: Config, inputs=None) -> Prepared:
-    rows = np.flatnonzero(prep.windows.counts > 0)
+def trainable(prep: Prepared) -> np.ndarray:
+    """Customers with a training window: those that can have a model."""
+    return np.flatnonzero(prep.windows.counts > 0)
+
+
+def packed(prep: Prepared, config: Config, rows: np.ndarray) -> Prepared:
+    """`prep` with chunks for customers `rows` only (each with a training window)."""
+    return _packed(prep, config, rows=rows)
+
+
+def _packed(prep: Prepared, config: Config, inputs=None, rows: np.ndarray | None = None) -> Prepared:
+    rows = trainable(prep) if rows is None else rows
     C = Placement.local().chunk_size(config.train.chunk_customers, len(rows))
     chunks = batching.pack_chunks(prep.windows, prep.is_val, prep.center, prep.seeds, rows, C, config.train.batch_size,
                                   config.data.bins, inputs)
@@ -325,34 +337,58 @@ def group_dirs(ckpt_dir: Path) -> list[Path]:
 
 
 def fit_groups(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
-               start_from: Any = None, desc: str = "train", group_customers: int | None = None) -> Fit:
+               start_from: Any = None, desc: str = "train", group_customers: int | None = None,
+               first_group: int | None = None) -> Fit:
     """`fit` on consecutive groups of chunks of about `group_customers` customers, one group after the
     other, each with its own checkpoints (ckpt_dir/group-NNN; ckpt_dir itself when there is one group).
     Customers train independently, so this gives the same models as one `fit` over every chunk; what
     changes is memory: a group's training state (parameters, RMSprop's, the best-keeping, and their copies
     at a checkpoint: ~36 KB a customer at 8 units) is held for that group only, not for every customer.
-    history: per epoch, the losses over every group still training (each runs until its customers stop)."""
+    history: per epoch, the losses over every group still training (each runs until its customers stop).
+    first_group: number the groups' folders from it, even a single group's (a run that trains its customers
+    in several calls, each after the last one's groups: predict.load_run reads every group-* folder)."""
     chunks = prep.chunks
     if not chunks:
         return fit(prep, config, ckpt_dir, resume, progress, start_from, desc)
     per = max(1, (group_customers or GROUP_CUSTOMERS) // len(chunks[0].rows))
     groups = [chunks[i : i + per] for i in range(0, len(chunks), per)]
-    if len(groups) == 1:
+    if len(groups) == 1 and first_group is None:
         return fit(prep, config, ckpt_dir, resume, progress, start_from, desc)
     parts, val_days, val_class = [], None, None
     for g, part in enumerate(groups):
-        where = ckpt_dir / f"group-{g:03d}" if ckpt_dir is not None else None
+        where = ckpt_dir / f"group-{(first_group or 0) + g:03d}" if ckpt_dir is not None else None
         f = fit(dataclasses.replace(prep, chunks=part), config, where, resume, progress, start_from,
-                f"{desc} {g + 1}/{len(groups)}")
+                f"{desc} {g + 1}/{len(groups)}" if len(groups) > 1 else desc)
         if val_days is None:
             val_days, val_class = f.val_days, f.val_class
         else:  # [M] over every window: each group's answers where it has them (not one [M] array per group)
-            has = ~np.isnan(f.val_days)
-            val_days[has], val_class[has] = f.val_days[has], f.val_class[has]
+            _put_answers(val_days, val_class, f)
         parts.append(dataclasses.replace(f, val_days=None, val_class=None))
         del f
         release_memory()  # the group's training state, freed: back to the system before the next group
     return _joined(parts, val_days, val_class)
+
+
+def n_groups(prep: Prepared, group_customers: int | None = None) -> int:
+    """How many groups fit_groups trains `prep`'s chunks in."""
+    if not prep.chunks:
+        return 0
+    per = max(1, (group_customers or GROUP_CUSTOMERS) // len(prep.chunks[0].rows))
+    return -(-len(prep.chunks) // per)
+
+
+def joined(first: Fit, then: Fit) -> Fit:
+    """One Fit of two calls' Fits over disjoint customers of one Prepared, in that order (as fit_groups joins groups)."""
+    if first.state is None or then.state is None:
+        return then if first.state is None else first
+    val_days, val_class = first.val_days.copy(), first.val_class.copy()
+    _put_answers(val_days, val_class, then)
+    return _joined([first, then], val_days, val_class)
+
+
+def _put_answers(val_days: np.ndarray, val_class: np.ndarray, f: Fit) -> None:
+    has = ~np.isnan(f.val_days)
+    val_days[has], val_class[has] = f.val_days[has], f.val_class[has]
 
 
 def _joined(parts: list[Fit], val_days: np.ndarray, val_class: np.ndarray) -> Fit:

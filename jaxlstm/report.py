@@ -103,6 +103,9 @@ def verdict(metrics: dict, predictions: pd.DataFrame, n_classes: int = 0) -> tup
             tail = (f"; from 5+ visits ({sk5.get('customers', 0):,} customers): {_better(five)} `{sk5['best_baseline']}`"
                     if five is not None else "")
             what = " (this run's answer, in predictions.parquet)" if m == mode else ""
+            scored = ev["overall"][m].get("n", n)
+            if scored < n:  # own models of a sample (train.judge_customers): scored where they are
+                what += f" on the {scored:,} customers with an own model"
             lines.append(f"- `{m}`{what}: {mae:.2f} days, {_better(sk[m])} `{best}`{tail}.")
         if sk.get(mode) is not None and sk[mode] < 0:
             warnings.append(f"the run's answer (mode {mode}) is worse than the simple baseline `{best}` by "

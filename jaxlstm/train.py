@@ -32,7 +32,7 @@ from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, customer_baselines, evaluate_run, questions
-from jaxlstm.fit import Fit, Prepared, fit_groups, for_finetuning, prepare
+from jaxlstm.fit import Fit, Prepared, fit_groups, for_finetuning, joined, n_groups, packed, prepare, trainable
 from jaxlstm.progress import say
 from jaxlstm.shards import release_memory
 from jaxlstm.pooled import fit_pooled
@@ -137,15 +137,13 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     # own models learn from the visits before each customer's last one: the last is its question (evaluate.py)
     earlier = before_last_visit(checked.events)
     # every customer with one visit: nothing earlier, and no window to train on in the whole log either
-    prep = prepare(earlier if len(earlier) else checked.events, config)
+    prep = prepare(earlier if len(earlier) else checked.events, config, pack=False)  # packed by own_models
     del earlier
     release_memory()  # the raw table and the stages' temporaries: a log's peak should not stay its floor
-    if mode == "pooled":  # the shared model answers everyone: no per-customer models to train
-        prep = dataclasses.replace(prep, chunks=[])
     t_prep = time.perf_counter() - t_start
     if progress:
         say(f"{source}: {len(checked.events):,} visits of {hist.n_customers:,} customers{input_summary(checked, as_of, 'day' if d.merge_same_day else 'timestamp')}; "
-             f"{len(prep.model_rows):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
+             f"{len(trainable(prep)):,} have enough history for a model" + (f" -> {out_dir}" if out_dir is not None else ""))
     for message in warnings:
         say(f"warning: {message}")
     out = Path(out_dir) if out_dir is not None else None
@@ -162,35 +160,38 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
             (out / "config.toml").write_text(config.to_toml())
         distributed.barrier("jaxlstm: run folder ready")
     q = questions(hist, customer_seeds(hist.keys))
+    seconds_by_stage, mark = {"prepare": t_prep}, time.perf_counter()
+
+    def lap(stage: str) -> None:  # metrics.json: where the run's time went
+        nonlocal mark
+        seconds_by_stage[stage] = seconds_by_stage.get(stage, 0.0) + time.perf_counter() - mark
+        mark = time.perf_counter()
+
     pooled, pooled_history = None, []
     if mode in ("auto", "pooled", "finetune") and config.train.pooled_epochs > 0 and q.train_intervals(hist).any():
         pooled, pooled_history = fit_pooled(hist, q, config, progress)
+    lap("pooled")
     # the survival model and its backtest before the own models: their peaks then do not stack on the own
     # models' state (a 50,000-customer shard peaked 0.4 GB lower so)
     survival, survival_history, asof_scores = None, [], None
     if config.train.survival_epochs > 0:
         release_memory()
         asof_scores = backtest(checked.events, as_of, config, progress) if out is not None else None  # for the report
+        lap("backtest")
         release_memory()
         survival, survival_history = fit_survival(hist, as_of, config, progress)
         release_memory()
-    start_from = None
-    if mode == "finetune" and pooled is not None:
-        prep, start_from = for_finetuning(prep, config, pooled), pooled.params
-    rows = prep.model_rows
-    result = fit_groups(prep, config, ckpt_dir=out / "checkpoints" if out is not None else None, resume=resume, progress=progress,
-                 start_from=start_from)
-    diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
-    params = kept_params(result.state, config) if result.state is not None else None  # None: nobody has an own model
-    own = RunModel(config, prep.hist.keys[rows], prep.center[rows], params, diverged, np.ones(len(rows), bool), None, pooled)
-    release_memory()
-    own_days = question_answers(own, prep, hist, q, result.compiled) if len(rows) else None
+        lap("survival")
     pooled_days = pooled.heldout.answer(hist, q.owner, q.pos)[0] if pooled is not None else None  # no question seen
-    fallback_by, own_buckets, evaluation, holdout_frame = evaluate_run(hist, q, d.bins, pooled_days, own_days, mode)
+    prep, result, own, own_days, judged = own_models(prep, hist, q, pooled, pooled_days, config, out, resume, progress)
+    lap("own_models")
+    rows = prep.model_rows
+    fallback_by, own_buckets, evaluation, holdout_frame = evaluate_run(hist, q, d.bins, pooled_days, own_days, mode, **judged)
     own_survival = None
     if survival is not None and mode in ("per_customer", "finetune"):  # own survival models too
         own_survival = fit_own(hist, as_of, config, survival, mode == "finetune", progress,
                                out / "survival_checkpoints" if out is not None else None, resume)
+        lap("own_survival")
     answers = own_answers(mode, prep.hist.n_visits[rows], own_buckets)
     if mode in ("per_customer", "finetune"):  # every own model answers; in finetune the pooled model the others
         fallback_by = {b: "pooled" for b in fallback_by} if mode == "finetune" and pooled else None
@@ -201,6 +202,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     run = dataclasses.replace(own, answers=answers, fallback_by=fallback_by, survival=survival, own_survival=own_survival,
                               own_buckets=answer_buckets)
     predictions = add_unanswered(predict_frame(run, hist, windows, result.compiled, as_of), checked)
+    lap("predict")
     if out is None:
         return predictions
 
@@ -222,6 +224,8 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)
     metrics["evaluation"] = evaluation
+    lap("write")
+    metrics["seconds_by_stage"] = seconds_by_stage
     metrics["pooled_history"] = pooled_history
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
@@ -234,6 +238,69 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     if distributed.is_main():
         write_report(out, metrics, holdout_frame, predictions)
     return predictions
+
+
+def own_models(prep: Prepared, hist: Histories, q: Questions, pooled, pooled_days: np.ndarray | None, config: Config,
+               out: Path | None, resume: bool, progress: bool) -> tuple[Prepared, Fit, RunModel, np.ndarray | None, dict]:
+    """Train the customers' own models (none in mode pooled). Returns (prep with their chunks, the Fit, a
+    RunModel of them answering everywhere, their answers [Q] to the questions (NaN where a customer has
+    none; None without any), evaluate_run's keywords for a judged run).
+
+    Mode auto with more customers that can have a model than train.judge_customers: own models answer only in
+    the history lengths where they beat the shared model and the baselines, and on most logs that is
+    nowhere, so training one for every customer mostly wastes the run's time. The judges (that many
+    customers, drawn by id hash) are trained first and judged on their questions (evaluate.choose); the
+    others are trained only in the history lengths own models won, as a run's later shards are
+    (train_shards.py). The trained customers are in that order: the judges, then the rest."""
+    mode, J = config.model.mode, config.train.judge_customers
+    ckpt = out / "checkpoints" if out is not None else None
+    everyone = trainable(prep) if mode != "pooled" else np.zeros(0, np.int64)  # pooled: the shared model answers all
+    if mode == "finetune" and pooled is not None:
+        prep = for_finetuning(prep, config, pooled)
+        result = fit_groups(prep, config, ckpt, resume, progress, start_from=pooled.params)
+    elif mode != "auto" or not 0 < J < len(everyone):
+        prep = packed(prep, config, everyone)
+        result = fit_groups(prep, config, ckpt, resume, progress)
+    else:
+        judges = everyone[np.argsort(prep.seeds[everyone] // np.uint64(1_000_003), kind="stable")[:J]]  # (questions() splits on the remainder)
+        if progress:
+            say(f"own models: {J:,} of the {len(everyone):,} customers first, drawn by id hash, to judge where own models answer")
+        first = packed(prep, config, np.sort(judges))
+        result = fit_groups(first, config, ckpt, resume, progress, desc="train (judges)", first_group=0)
+        own, days = _own_answers(first, result, hist, q, pooled, config)
+        fallback_by, won = evaluate_run(hist, q, config.data.bins, pooled_days, days, mode)[:2]
+        n = prep.hist.n_visits  # (visits before the last: a question is answered from n, the next visit from n + 1)
+        wins = np.isin(bucket_names(n), won) | np.isin(bucket_names(n + 1), won)
+        rest = np.setdiff1d(everyone[wins[everyone]], judges)
+        if progress:
+            say(f"own models won in history lengths {', '.join(won) or 'none'}: "
+                f"{len(rest):,} more customers to train" + (" (none)" if not len(rest) else ""))
+        if len(rest):
+            then = packed(prep, config, rest)
+            more = fit_groups(then, config, ckpt, resume, progress, first_group=n_groups(first))
+            days_rest = _own_answers(then, more, hist, q, pooled, config)[1]
+            days = np.where(np.isnan(days), days_rest, days)
+            prep, result = dataclasses.replace(prep, chunks=first.chunks + then.chunks), joined(result, more)
+        else:
+            prep = first
+        asked = hist.keys[q.owner]  # customers with a question that could have had a model and were not trained
+        untrained = np.isin(asked, prep.hist.keys[everyone]) & ~np.isin(asked, prep.hist.keys[prep.model_rows])
+        own, _ = _own_answers(prep, result, hist, q, pooled, config, answers=False)
+        release_memory()
+        return prep, result, own, days, {"chosen": (fallback_by, won), "untrained": untrained, "judges": J}
+    own, days = _own_answers(prep, result, hist, q, pooled, config)
+    release_memory()
+    return prep, result, own, days, {}
+
+
+def _own_answers(prep: Prepared, result: Fit, hist: Histories, q: Questions, pooled, config: Config,
+                 answers: bool = True) -> tuple[RunModel, np.ndarray | None]:
+    """(a RunModel of the trained own models, answering everywhere; their answers [Q] to the questions, or None)."""
+    rows = prep.model_rows
+    diverged = result.state.diverged if result.state is not None else np.zeros(0, bool)
+    params = kept_params(result.state, config) if result.state is not None else None  # None: nobody has an own model
+    own = RunModel(config, prep.hist.keys[rows], prep.center[rows], params, diverged, np.ones(len(rows), bool), None, pooled)
+    return own, question_answers(own, prep, hist, q, result.compiled) if answers and len(rows) else None
 
 
 def own_answers(mode: str, n_visits: np.ndarray, own_buckets: list[str] | tuple[str, ...]) -> np.ndarray:

@@ -95,7 +95,7 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
     say_(f"{source}: {n:,} customers in {S} shards of about {config.train.shard_customers:,} (by id hash); "
          f"as of {as_of:%Y-%m-%d %H:%M}")
 
-    parts = []
+    parts, seconds_later = [], 0.0
     for k in range(S):
         here = shard_dir(out, k)
         if not here.is_dir():  # no customer hashed to it
@@ -112,10 +112,12 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
                 shutil.copyfile(out / "customer_metrics.parquet", here / "customer_metrics.parquet")
             _write_atomic(here / "predictions.parquet", predictions.to_parquet)
         else:
+            t_shard = time.perf_counter()
             _train_shard(k, S, config, out, as_of, resume, progress, source)
+            seconds_later += time.perf_counter() - t_shard
         parts.append(here / "predictions.parquet")
         release_memory()
-    return _finish(out, config, plan, parts, S, progress, time.perf_counter() - t_start)
+    return _finish(out, config, plan, parts, S, progress, time.perf_counter() - t_start, seconds_later)
 
 
 def _first_shard(here: Path, config: Config) -> pd.DataFrame:
@@ -233,7 +235,8 @@ def _fit_totals(out: Path, first: dict, done: list[int]) -> dict:
             "window_steps_per_s": None}  # (epochs differ by shard: see each shard's fit.json)
 
 
-def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, progress: bool, seconds: float) -> pd.DataFrame:
+def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, progress: bool, seconds: float,
+            seconds_later: float = 0.0) -> pd.DataFrame:
     """The run's outputs over every shard: predictions (with the customers no shard could answer),
     customer_metrics, metrics.json and report.md."""
     frames = [pd.read_parquet(p) for p in parts]
@@ -272,6 +275,8 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
         "status_counts": predictions["status"].value_counts().to_dict(),
         "rows": plan["rows"],
         "seconds_total": seconds,
+        # shard 1's stages, the split, and the later shards (this call's: a resumed run's earlier calls are not counted)
+        "seconds_by_stage": {"split": plan["seconds_split"], **metrics.get("seconds_by_stage", {}), "later_shards": seconds_later},
         **_fit_totals(out, metrics, done),
         "shards": {"shards": S, "customers_per_shard": config.train.shard_customers, "seconds_split": plan["seconds_split"],
                    "evaluated_on": f"shard 1: {first:,} of the {len(predictions):,} customers, drawn by id hash; "
