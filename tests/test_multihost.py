@@ -39,31 +39,52 @@ SCRIPT = textwrap.dedent("""
 FIELDS = ("params", "best", "epochs_trained", "val_days", "val_sum")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:  # held open together: n distinct ports
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def _run(out: Path, n: int, epochs: int, resume: bool = False) -> list[tuple[dict, dict]]:
+def _start(out: Path, n: int, epochs: int, port: int, resume: bool = False) -> list[subprocess.Popen]:
     out.mkdir(exist_ok=True)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(n), str(i), str(port), str(epochs),
-                               "resume" if resume else "fresh"], cwd=ROOT, env=env) for i in range(n)]
+    return [subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(n), str(i), str(port), str(epochs),
+                              "resume" if resume else "fresh"], cwd=ROOT, env=env) for i in range(n)]
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
     try:
-        assert [p.wait(timeout=600) for p in procs] == [0] * n
+        assert [p.wait(timeout=600) for p in procs] == [0] * len(procs)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+def _results(out: Path, n: int) -> list[tuple[dict, dict]]:
     return [(json.loads((out / f"p{i}.json").read_text()), dict(np.load(out / f"p{i}.npz"))) for i in range(n)]
 
 
 @pytest.fixture(scope="module")
-def one(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("one"), 1, 3)[0]
+def runs(tmp_path_factory):
+    """The runs are independent but for the resume: they run side by side (each process mostly imports and
+    compiles). One process for 3 epochs, two processes for 3 epochs, and one process for 2 epochs (killed after
+    2 epochs, as it were) whose checkpoint two processes then resume."""
+    one, two, resumed = (tmp_path_factory.mktemp(name) for name in ("one", "two", "resumed"))
+    ports = _free_ports(2)
+    first = _start(one, 1, 3, ports[0]) + _start(two, 2, 3, ports[1])
+    try:
+        _wait(_start(resumed, 1, 2, ports[0]))
+        _wait(_start(resumed, 2, 3, ports[0], resume=True))
+    finally:
+        _wait(first)
+    return {"one": _results(one, 1)[0], "two": _results(two, 2), "resumed": _results(resumed, 2), "resumed_dir": resumed}
 
 
 def _same(a: dict, b: dict) -> None:
@@ -72,9 +93,8 @@ def _same(a: dict, b: dict) -> None:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_two_processes_train_what_one_process_trains(one, tmp_path):
-    (info1, a) = one
-    two = _run(tmp_path, 2, 3)
+def test_two_processes_train_what_one_process_trains(runs):
+    (info1, a), two = runs["one"], runs["two"]
     assert [info["mine"] for info, _ in two] == [[0, 2, 4], [1, 3]]  # disjoint chunks, all of them
     assert all(info["processes"] == 2 and info["devices"] == 2 for info, _ in two)
     for _, b in two:  # both processes end with every customer's state
@@ -83,9 +103,8 @@ def test_two_processes_train_what_one_process_trains(one, tmp_path):
     assert a["epochs_trained"].max() == 3  # trained states are compared, not inits
 
 
-def test_two_processes_resume_a_one_process_checkpoint(one, tmp_path):
-    _run(tmp_path, 1, 2)  # killed after 2 epochs, as it were
-    two = _run(tmp_path, 2, 3, resume=True)
+def test_two_processes_resume_a_one_process_checkpoint(runs):
+    two = runs["resumed"]
     assert two[0][0]["epochs"] == [1, 2, 3]  # the history of the first 2 epochs came from the checkpoint
-    _same(one[1], two[0][1])
-    assert (tmp_path / "ckpt" / "3").is_dir()  # the two processes wrote one checkpoint
+    _same(runs["one"][1], two[0][1])
+    assert (runs["resumed_dir"] / "ckpt" / "3").is_dir()  # the two processes wrote one checkpoint
