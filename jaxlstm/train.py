@@ -262,19 +262,21 @@ def own_models(prep: Prepared, hist: Histories, q: Questions, pooled, pooled_day
         prep = packed(prep, config, everyone)
         result = fit_groups(prep, config, ckpt, resume, progress)
     else:
-        judges = everyone[np.argsort(prep.seeds[everyone] // np.uint64(1_000_003), kind="stable")[:J]]  # (questions() splits on the remainder)
+        # by id hash: the quotient, as questions() splits selection from headline on the remainder
+        judges = everyone[np.argsort(prep.seeds[everyone] // np.uint64(1_000_003), kind="stable")[:J]]
         if progress:
-            say(f"own models: {J:,} of the {len(everyone):,} customers first, drawn by id hash, to judge where own models answer")
+            say(f"own models: {J:,} of the {len(everyone):,} customers that can have one first (drawn by id hash), "
+                "to judge where own models answer")
         first = packed(prep, config, np.sort(judges))
         result = fit_groups(first, config, ckpt, resume, progress, desc="train (judges)", first_group=0)
-        own, days = _own_answers(first, result, hist, q, pooled, config)
+        days = _own_answers(first, result, hist, q, pooled, config)[1]
         fallback_by, won = evaluate_run(hist, q, config.data.bins, pooled_days, days, mode)[:2]
         n = prep.hist.n_visits  # (visits before the last: a question is answered from n, the next visit from n + 1)
         wins = np.isin(bucket_names(n), won) | np.isin(bucket_names(n + 1), won)
         rest = np.setdiff1d(everyone[wins[everyone]], judges)
         if progress:
-            say(f"own models won in history lengths {', '.join(won) or 'none'}: "
-                f"{len(rest):,} more customers to train" + (" (none)" if not len(rest) else ""))
+            say(f"own models won in history lengths {', '.join(won)}: {len(rest):,} more customers to train" if won else
+                "own models won in no history length: the judges' are the only ones")
         if len(rest):
             then = packed(prep, config, rest)
             more = fit_groups(then, config, ckpt, resume, progress, first_group=n_groups(first))
