@@ -31,6 +31,7 @@ from jaxlstm.data.batching import uniform
 from jaxlstm.data.intervals import Histories, running_mean
 from jaxlstm.data.windows import bin_values, decode, encode, to_bins
 from jaxlstm.evaluate import Questions
+from jaxlstm.placement import Placement
 from jaxlstm.progress import bar as progress_bar
 from jaxlstm.step import Compiled, compile_steps, stacked_state_shape
 
@@ -272,7 +273,8 @@ def train_shared(config: Config, inputs: Callable[[np.ndarray], np.ndarray], y: 
     config = config if config.loss == "survival" else pooled_config(config)
     t = config.train
     B = t.pooled_batch
-    compiled = compile_steps(config, 1, B, n_features=inputs(np.zeros(0, np.int64)).shape[-1])
+    compiled = compile_steps(config, 1, B, n_features=inputs(np.zeros(0, np.int64)).shape[-1],
+                             **data_parallel(B))
     seed = np.int32(t.seed)
     state = compiled.init(seed, SEED_PAIR)
     history = []
@@ -303,6 +305,17 @@ def train_shared(config: Config, inputs: Callable[[np.ndarray], np.ndarray], y: 
             break
     # many validation windows: picking the best epoch on them costs little optimism
     return jax.tree_util.tree_map(np.asarray, state.best_params if keep == "best" else state.params), compiled, history
+
+
+def data_parallel(B: int) -> dict:
+    """compile_steps' keywords for a shared model's step: on several GPUs / TPUs its minibatch of B is
+    split over them (step.compile_steps(data_parallel=True): the same model to float tolerance,
+    tests/test_devices.py); on CPU one device. Forced host devices share the same cores, so splitting
+    gains nothing there, and the gradient all-reduce can deadlock when they outnumber the cores."""
+    placement = Placement.local()
+    if placement.n_devices > 1 and placement.devices[0].platform != "cpu" and B % placement.n_devices == 0:
+        return {"placement": placement, "data_parallel": True}
+    return {}
 
 
 def _padded(inputs: Callable[[np.ndarray], np.ndarray], y: np.ndarray, rows: np.ndarray, B: int,
