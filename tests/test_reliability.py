@@ -228,8 +228,10 @@ def test_skip_conserves_rows_and_customers(raw, as_of, look_back):
 # --- kill -9 mid-training, then --resume ---------------------------------------------------------
 
 def _train_cmd(data, out, *extra):
+    # one epoch of the shared models: what is killed and resumed is the own models' training
     return [sys.executable, str(SCRIPTS / "train_all.py"), "--customers", str(data), "--config",
-            str(ROOT / "configs" / "tiny.toml"), "--out", str(out), "--epochs", "40", "--set", "train.patience=0", *extra]
+            str(ROOT / "configs" / "tiny.toml"), "--out", str(out), "--epochs", "40", "--set", "train.patience=0",
+            "--set", "train.pooled_epochs=1", "--set", "train.survival_epochs=1", *extra]
 
 
 def _committed_steps(ckpt):
@@ -240,17 +242,21 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = tmp_path / "visits.parquet"
     make_customers(300, seed=11, visits=(6, 60)).to_parquet(data)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    straight = subprocess.run(_train_cmd(data, tmp_path / "straight", "--quiet"), env=env, capture_output=True, text=True)
-    assert straight.returncode == 0, straight.stderr
-
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data, run, "--quiet"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while max(_committed_steps(run / "checkpoints"), default=0) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed: make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # the uninterrupted run beside the one that is killed
+    straight = subprocess.Popen(_train_cmd(data, tmp_path / "straight", "--quiet"), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        run = tmp_path / "killed"
+        proc = subprocess.Popen(_train_cmd(data, run, "--quiet"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while max(_committed_steps(run / "checkpoints"), default=0) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished before it could be killed: make it longer"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        _, straight_err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, straight_err
     assert not (run / "predictions.parquet").exists()
 
     resumed = subprocess.run(_train_cmd(data, run, "--resume"), env=env, capture_output=True, text=True)
@@ -268,7 +274,7 @@ def test_resume_refuses_other_data_or_config(tmp_path, tiny, capsys):
     data = tmp_path / "v.csv"
     pd.read_csv(EXAMPLE_CSV).head(3000).to_csv(data, index=False)
     base = ["--customers", data, "--id-col", "id", "--time-col", "date", "--config", ROOT / "configs" / "tiny.toml",
-            "--out", tmp_path / "run", "--quiet"]
+            "--set", "train.pooled_epochs=1", "--set", "train.survival_epochs=1", "--out", tmp_path / "run", "--quiet"]
     _cli.run(TRAIN.main, [str(a) for a in base])
     capsys.readouterr()
     assert ("the config differs from the run's (train.seed: 0 in the run, 5 now)"
