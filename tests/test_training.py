@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import visit_log
+from conftest import ROOT, visit_log
 from jaxlstm import train_all
 from jaxlstm.config import load_config
 from jaxlstm.data.events import validate_events
@@ -79,8 +79,13 @@ def _holdout_mae(events, cfg, look_back=3):
     return float(np.abs(pred["predicted_interval_days"] - truth).mean())
 
 
+# the learning tests train the tiny model (one LSTM layer of 4 units, the programs the other tests compiled):
+# if it learns the pattern, the training does (measured: weekly 0.26 days, alternating 3.41 untrained -> 0.53)
+TINY = ROOT / "configs" / "tiny.toml"
+
+
 def test_learns_a_weekly_customer_within_a_day():
-    cfg = load_config(None, {"train.epochs": 30})
+    cfg = load_config(TINY, {"train.epochs": 30})
     mae = _holdout_mae(_cyclic_log(40, [7.0], 0.5, seed=0), cfg)
     assert mae < 1.0
 
@@ -88,8 +93,8 @@ def test_learns_a_weekly_customer_within_a_day():
 def test_learns_an_alternating_pattern_a_mean_cannot():
     # gaps 3, 10, 3, 10, ...: always answering the customer's typical gap is off by ~3.5 days
     events = _cyclic_log(40, [3.0, 10.0], 0.3, seed=1)
-    untrained = _holdout_mae(events, load_config(None, {"train.epochs": 0}))
-    trained = _holdout_mae(events, load_config(None, {"train.epochs": 60}))
+    untrained = _holdout_mae(events, load_config(TINY, {"train.epochs": 0}))
+    trained = _holdout_mae(events, load_config(TINY, {"train.epochs": 60}))
     assert untrained > 2.5
     assert trained < 1.0
 
