@@ -164,6 +164,11 @@ def _run(*args, cwd):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def _start(*args, cwd):
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def test_train_on_a_query_and_predict_from_a_table_as_from_csv(shop, tmp_path):
     """End to end in real processes: train on a WHERE subset of the database; predicting from the database
     and from the same rows in a CSV file gives the same table."""
@@ -182,11 +187,13 @@ def test_train_on_a_query_and_predict_from_a_table_as_from_csv(shop, tmp_path):
     header = lines[0].split(",")
     keep = [line for line in lines[1:] if int(line.split(",")[header.index("id")]) < 150]
     sub_csv.write_text("\n".join([lines[0], *keep]) + "\n")
-    r = _run(SCRIPTS / "predict.py", "--run", run, "--customers", sub_csv, "--out", tmp_path / "csv.parquet", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = _run(SCRIPTS / "predict.py", "--run", run, "--customers", f"sqlite:///{shop}", "--query", subset,
-             "--out", tmp_path / "db.parquet", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    # the two predictions are independent: side by side
+    procs = [_start(SCRIPTS / "predict.py", "--run", run, "--customers", sub_csv, "--out", tmp_path / "csv.parquet", cwd=tmp_path),
+             _start(SCRIPTS / "predict.py", "--run", run, "--customers", f"sqlite:///{shop}", "--query", subset,
+                    "--out", tmp_path / "db.parquet", cwd=tmp_path)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
     from_db, from_csv = pd.read_parquet(tmp_path / "db.parquet"), pd.read_parquet(tmp_path / "csv.parquet")
     pd.testing.assert_frame_equal(from_db, from_csv)
     pd.testing.assert_frame_equal(from_db, trained)
