@@ -195,11 +195,15 @@ def test_cli_on_the_example_log_with_renamed_columns(tmp_path):
 
 def test_cli_bad_input_is_one_line_exit_2_in_a_real_process(tmp_path):
     # every bad-input class is covered in-process by test_reliability.py; this checks the process boundary
-    r = _run(SCRIPTS / "train_all.py", "--customers", EXAMPLE_CSV, "--out", tmp_path / "run", "--quiet", cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == [f"error: {EXAMPLE_CSV}: missing column 'customer_id' (columns: date, id; choose another with --id-col)"]
-    r = _run(SCRIPTS / "predict.py", "--run", tmp_path / "nope", "--customers", EXAMPLE_CSV, "--out", tmp_path / "p.parquet", cwd=tmp_path)
-    assert r.returncode == 2 and "no such run folder" in r.stderr and "Traceback" not in r.stderr
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    train, predict_ = (subprocess.Popen([sys.executable, *map(str, args)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True) for args in (  # side by side
+        (SCRIPTS / "train_all.py", "--customers", EXAMPLE_CSV, "--out", tmp_path / "run", "--quiet"),
+        (SCRIPTS / "predict.py", "--run", tmp_path / "nope", "--customers", EXAMPLE_CSV, "--out", tmp_path / "p.parquet")))
+    (_, train_err), (_, predict_err) = train.communicate(timeout=600), predict_.communicate(timeout=600)
+    assert train.returncode == 2 and "Traceback" not in train_err
+    assert train_err.strip().splitlines() == [f"error: {EXAMPLE_CSV}: missing column 'customer_id' (columns: date, id; choose another with --id-col)"]
+    assert predict_.returncode == 2 and "no such run folder" in predict_err and "Traceback" not in predict_err
 
 
 def test_summary_features_and_pinball_runs_reproduce_from_their_folder(tmp_path):
