@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -229,8 +230,15 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
         "rng": {"seed": t.seed, "streams": "hash(seed, customer id) -> init key; hash(seed, id, epoch, step) -> dropout, order"},
     }
     start = 0
-    mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
     found = checkpoint.read_meta(ckpt_dir) if resume and ckpt_dir is not None else None
+    if found is not None and found[1].get("customer_ids", meta["customer_ids"]) != meta["customer_ids"]:
+        # (mode auto's later customers: a resumed run that trains longer may judge own models to win elsewhere)
+        print_(f"{ckpt_dir}: saved for other customers than this run trains there: training them from epoch 0")
+        if distributed.is_main():
+            shutil.rmtree(ckpt_dir)
+        distributed.barrier("jaxlstm: stale checkpoint removed")
+        found = None
+    mngr = checkpoint.manager(ckpt_dir) if ckpt_dir is not None else None
     if resume and found is None:  # killed before the first checkpoint: nothing to keep
         print_(f"no checkpoint in {ckpt_dir} yet: starting from epoch 0")
     elif resume:

@@ -32,7 +32,8 @@ from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, customer_baselines, evaluate_run, questions
-from jaxlstm.fit import Fit, Prepared, fit_groups, for_finetuning, joined, n_groups, packed, prepare, trainable
+from jaxlstm.fit import (Fit, Prepared, fit_groups, for_finetuning, group_dirs, joined, n_groups, packed, prepare,
+                         trainable)
 from jaxlstm.progress import say
 from jaxlstm.shards import release_memory
 from jaxlstm.pooled import fit_pooled
@@ -277,8 +278,11 @@ def own_models(prep: Prepared, hist: Histories, q: Questions, pooled, pooled_day
         if progress:
             say(f"own models won in history lengths {', '.join(won)}: {len(rest):,} more customers to train" if won else
                 "own models won in no history length: the judges' are the only ones")
+        then = packed(prep, config, rest)
+        if ckpt is not None and distributed.is_main():  # a resumed run's groups of customers no longer trained
+            for stale in group_dirs(ckpt)[n_groups(first) + n_groups(then):]:
+                shutil.rmtree(stale)
         if len(rest):
-            then = packed(prep, config, rest)
             more = fit_groups(then, config, ckpt, resume, progress, first_group=n_groups(first))
             days_rest = _own_answers(then, more, hist, q, pooled, config)[1]
             days = np.where(np.isnan(days), days_rest, days)

@@ -1,5 +1,6 @@
 """Mode auto trains own models for a sample of judges first (train.judge_customers), and the other
 customers only where those won: the answers must be those of training everyone's own model."""
+import dataclasses
 import json
 
 import numpy as np
@@ -52,3 +53,18 @@ def test_where_own_models_lose_only_the_judges_are_trained(tmp_path):
     assert metrics["customers_with_model"] == 150
     assert (pred["model"] != "per_customer").all()
     assert sorted(pred["customer_id"].astype(str)) == sorted(raw["customer_id"].astype(str).unique())
+
+
+def test_a_resumed_run_that_trains_longer_answers_as_one_trained_so_from_the_start(tmp_path):
+    # 2 epochs, then resumed to 15: the judges train on, and where own models win may change, so the
+    # customers trained after them may too (their checkpoints were saved for others: trained afresh)
+    log, _ = make_patterned(160, seed=5, visits=(5, 18))
+    short = dataclasses.replace(_config(60), train=dataclasses.replace(_config(60).train, epochs=2))
+    train_all(log, short, tmp_path / "run", progress=False)
+    resumed = train_all(log, _config(60), tmp_path / "run", resume=True, progress=False).set_index("customer_id").sort_index()
+    straight = train_all(log, _config(60), tmp_path / "straight", progress=False).set_index("customer_id").sort_index()
+    assert (resumed["model"] == straight["model"]).all() and (straight["model"] == "per_customer").any()
+    np.testing.assert_allclose(resumed["predicted_interval_days"], straight["predicted_interval_days"], rtol=1e-6)
+    trained = [pd.read_parquet(run / "customer_metrics.parquet")["customer_id"].tolist() for run in (tmp_path / "run", tmp_path / "straight")]
+    assert trained[0] == trained[1]
+    assert len(group_dirs(tmp_path / "run" / "checkpoints")) == len(group_dirs(tmp_path / "straight" / "checkpoints"))
