@@ -358,7 +358,7 @@ def fit_groups(prep: Prepared, config: Config, ckpt_dir: Path | None = None, res
     chunks = prep.chunks
     if not chunks:
         return fit(prep, config, ckpt_dir, resume, progress, start_from, desc)
-    per = max(1, (group_customers or GROUP_CUSTOMERS) // len(chunks[0].rows))
+    per = _per_group(prep, group_customers)
     groups = [chunks[i : i + per] for i in range(0, len(chunks), per)]
     if len(groups) == 1 and first_group is None:
         return fit(prep, config, ckpt_dir, resume, progress, start_from, desc)
@@ -379,10 +379,12 @@ def fit_groups(prep: Prepared, config: Config, ckpt_dir: Path | None = None, res
 
 def n_groups(prep: Prepared, group_customers: int | None = None) -> int:
     """How many groups fit_groups trains `prep`'s chunks in."""
-    if not prep.chunks:
-        return 0
-    per = max(1, (group_customers or GROUP_CUSTOMERS) // len(prep.chunks[0].rows))
-    return -(-len(prep.chunks) // per)
+    return -(-len(prep.chunks) // _per_group(prep, group_customers)) if prep.chunks else 0
+
+
+def _per_group(prep: Prepared, group_customers: int | None) -> int:
+    """Chunks per group: about `group_customers` customers (default GROUP_CUSTOMERS), at least one chunk."""
+    return max(1, (group_customers or GROUP_CUSTOMERS) // len(prep.chunks[0].rows))
 
 
 def joined(first: Fit, then: Fit) -> Fit:
