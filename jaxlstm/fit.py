@@ -231,8 +231,10 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
     }
     start = 0
     found = checkpoint.read_meta(ckpt_dir) if resume and ckpt_dir is not None else None
-    if found is not None and found[1].get("customer_ids", meta["customer_ids"]) != meta["customer_ids"]:
-        # (mode auto's later customers: a resumed run that trains longer may judge own models to win elsewhere)
+    if found is not None and found[1]["fingerprint"] == fp \
+            and found[1].get("customer_ids", meta["customer_ids"]) != meta["customer_ids"]:
+        # the same data and config, other customers: mode auto's customers after the judges (a resumed run that
+        # trains longer may judge own models to win elsewhere). Other data or config is refused below.
         print_(f"{ckpt_dir}: saved for other customers than this run trains there: training them from epoch 0")
         if distributed.is_main():
             shutil.rmtree(ckpt_dir)
