@@ -230,7 +230,8 @@ NOT_READ_BY_PROGRAMS = {
              "timezone", "merge_same_timestamp", "merge_same_day"),
     "model": ("mode",),
     "train": ("epochs", "batch_size", "restore_best", "seed", "chunk_customers", "pooled_epochs", "pooled_batch",
-              "pooled_examples_per_epoch", "survival_epochs", "checkpoint_every", "compilation_cache", "shard_customers"),
+              "pooled_examples_per_epoch", "survival_epochs", "checkpoint_every", "compilation_cache", "shard_customers",
+              "judge_customers", "pooled_recency", "pooled_refit"),
 }
 
 
