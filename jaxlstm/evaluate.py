@@ -227,6 +227,19 @@ def choose(visits: np.ndarray, target: np.ndarray, candidates: dict[str, np.ndar
     return chosen, own_buckets
 
 
+def choice(hist: Histories, q: Questions, bins: tuple[float, ...], pooled: np.ndarray | None,
+           own: np.ndarray | None) -> tuple[dict[str, str], list[str]]:
+    """evaluate_run's choice alone (`choose` on the selection customers' questions), without scoring."""
+    base = baselines(hist, q)
+    return _choice(q.visits(hist), q, bins, base if pooled is None else {**base, "pooled": pooled}, own)
+
+
+def _choice(visits: np.ndarray, q: Questions, bins: tuple[float, ...], candidates: dict[str, np.ndarray],
+            own: np.ndarray | None) -> tuple[dict[str, str], list[str]]:
+    s = q.selection
+    return choose(visits[s], q.target[s], {m: a[s] for m, a in candidates.items()}, None if own is None else own[s], bins)
+
+
 def evaluate_run(hist: Histories, q: Questions, bins: tuple[float, ...], pooled: np.ndarray | None,
                  own: np.ndarray | None, mode: str = "auto", chosen: tuple[dict, list] | None = None,
                  untrained: np.ndarray | None = None, judges: int | None = None):
@@ -241,8 +254,7 @@ def evaluate_run(hist: Histories, q: Questions, bins: tuple[float, ...], pooled:
     candidates = base if pooled is None else {**base, "pooled": pooled}
     s = q.selection
     visits = q.visits(hist)
-    fallback_by, own_buckets = chosen or choose(visits[s], q.target[s], {m: a[s] for m, a in candidates.items()},
-                                                None if own is None else own[s], bins)
+    fallback_by, own_buckets = chosen or _choice(visits, q, bins, candidates, own)
     fallback = pick(candidates, fallback_kind(visits, fallback_by))
     has_own = np.isfinite(own) if own is not None else np.zeros(len(q.target), bool)
     use_own = has_own & np.isin(bucket_names(visits), own_buckets)

@@ -31,7 +31,7 @@ from jaxlstm.data.batching import customer_seeds
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import make_windows
-from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, customer_baselines, evaluate_run, questions
+from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, choice, customer_baselines, evaluate_run, questions
 from jaxlstm.fit import (Fit, Prepared, fit_groups, for_finetuning, group_dirs, joined, n_groups, packed, prepare,
                          trainable)
 from jaxlstm.progress import say
@@ -271,7 +271,7 @@ def own_models(prep: Prepared, hist: Histories, q: Questions, pooled, pooled_day
         first = packed(prep, config, np.sort(judges))
         result = fit_groups(first, config, ckpt, resume, progress, desc="train (judges)", first_group=0)
         days = _own_answers(first, result, hist, q, pooled, config)[1]
-        fallback_by, won = evaluate_run(hist, q, config.data.bins, pooled_days, days, mode)[:2]
+        fallback_by, won = choice(hist, q, config.data.bins, pooled_days, days)
         n = prep.hist.n_visits  # (visits before the last: a question is answered from n, the next visit from n + 1)
         wins = np.isin(bucket_names(n), won) | np.isin(bucket_names(n + 1), won)
         rest = np.setdiff1d(everyone[wins[everyone]], judges)
