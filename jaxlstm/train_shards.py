@@ -17,7 +17,6 @@ log of at most train.shard_customers customers) none of this happens: train_one 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -33,8 +32,7 @@ from jaxlstm.data.events import ID, TIME, check_events, options, parse_as_of
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import bucket_names
-from jaxlstm.fit import fit_groups, for_finetuning, prepare
+from jaxlstm.fit import fit_groups, for_finetuning, packed, prepare, trainable
 from jaxlstm.predict import RunModel, add_orphans, load_run, predict_frame, TOO_FEW
 from jaxlstm.progress import say
 from jaxlstm.report import verdict, write_report
@@ -194,16 +192,16 @@ def _train_shard(k: int, S: int, config: Config, out: Path, as_of: pd.Timestamp,
     hist = histories(events, floor_days=d.floor_days, extra_cols=d.extra_cols, summary=d.summary_features)
     windows = make_windows(hist, d.look_back)
     earlier = before_last_visit(events)
-    if mode == "auto":  # own models answer only in the history lengths where they won on shard 1: train only those
-        answering = hist.keys[np.isin(bucket_names(hist.n_visits), shared.own_buckets or ())]
-        earlier = earlier[earlier[ID].astype(str).isin(answering)]
-    prep = prepare(earlier if len(earlier) else events, config)
-    if mode == "pooled" or (mode == "auto" and not len(earlier)):  # nobody's own model answers in this shard
-        prep = dataclasses.replace(prep, chunks=[])
+    prep = prepare(earlier if len(earlier) else events, config, pack=False)
     del events, earlier
+    rows = trainable(prep) if mode != "pooled" else np.zeros(0, np.int64)  # pooled: the shared model answers all
+    if mode == "auto":  # own models answer only in the history lengths where they won on shard 1: train only those
+        rows = rows[own_answers(mode, prep.hist.n_visits[rows], shared.own_buckets or ())]
     start_from = None
     if mode == "finetune" and shared.pooled is not None:
         prep, start_from = for_finetuning(prep, config, shared.pooled), shared.pooled.params
+    else:
+        prep = packed(prep, config, rows)
     result = fit_groups(prep, config, ckpt_dir=here / "checkpoints", resume=resume, progress=progress, start_from=start_from,
                  desc=f"shard {k + 1}/{S}")
     rows = prep.model_rows
