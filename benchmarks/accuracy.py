@@ -1,7 +1,7 @@
 """Per-customer accuracy of every answer mode against simple baselines (issue 13).
 
     python benchmarks/accuracy.py [--fast] [--families purchases,patterned,...] [--modes auto,pooled,...]
-                                  [--protocol leave_last_out,as_of] [--customers N] [--seed S]
+                                  [--protocol leave_last_out,next_gap,as_of] [--customers N] [--seed S]
                                   [--set section.key=value ...] [--json FILE] [--md FILE | --md -]
 
 Primary protocol (`leave_last_out`), every family and the example log, as the product is judged on real
@@ -18,7 +18,13 @@ gap (a customer without a gap gets the population median). Scores, per group (al
 those with >= 5 distinct visit days in the training log): MAE in days per customer, and
 skill = 1 - MAE / MAE of the group's best simple baseline.
 
-Secondary protocol (`as_of`), only the purchase families (jaxlstm.synth.LOG_END: one log end for
+Second protocol (`next_gap`), the generated families (their truth is known): every mode trains on the
+whole log (as of its end, for the purchase families), and `predicted_interval_days` is scored against
+each customer's true next gap, the generator's, from its last visit to its next one (customers who do not
+come back within the horizon, or drop out, are not judged; neither are customers with a single visit day,
+as above, so the two protocols judge alike). Same groups, baselines (from the whole log) and skill.
+
+Third protocol (`as_of`), only the purchase families (jaxlstm.synth.LOG_END: one log end for
 every customer): the as-of question. train_all trains on the whole generated log, as of its end; the
 truth is the generator's: each customer's first purchase after the end (none: not back within the
 horizon, or dropped out). Judged:
@@ -56,7 +62,7 @@ EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
 FAMILY_SIZES = {"purchases": 20000, "purchases_drift": 20000, "iid_exp": 3000, "patterned": 3000}
 FAST_CUSTOMERS = 500
 MODES = ("auto", "pooled", "per_customer")
-PROTOCOLS = ("leave_last_out", "as_of")
+PROTOCOLS = ("leave_last_out", "next_gap", "as_of")
 BASELINES = ("population_median", "population_latest_median", "customer_median", "customer_mean", "customer_last")
 MIN_DAYS = 5  # the "regular customers" group: at least this many distinct visit days
 TARGETS = {"all": 0.10, f"{MIN_DAYS}+ days": 0.07}  # issue 13: skill against the best simple baseline
@@ -168,8 +174,34 @@ def bench_leave_last_out(name: str, log: pd.DataFrame, modes: list[str], overrid
     }
 
 
-def bench_as_of(name: str, log: pd.DataFrame, truth: pd.DataFrame, end: pd.Timestamp, horizon: float,
-                modes: list[str], overrides: dict) -> dict:
+def whole_log_runs(name: str, log: pd.DataFrame, modes: list[str], overrides: dict,
+                   end: pd.Timestamp | None) -> dict[str, tuple[pd.DataFrame, float]]:
+    """{mode: (train_all's predictions, seconds)} on the whole log, as of `end` (None: the run's default)."""
+    runs = {}
+    for mode in modes:
+        runs[mode] = run_mode(log, mode, overrides, as_of=end)
+        print(f"  {name} whole log: {mode} {runs[mode][1]:.1f} s", file=sys.stderr, flush=True)
+    return runs
+
+
+def bench_next_gap(log: pd.DataFrame, truth: pd.DataFrame, runs: dict) -> dict:
+    """predicted_interval_days of each whole-log run against the true next gap (see the module doc)."""
+    base = simple_baselines(log)
+    gap = truth.set_index(truth["customer_id"].astype(str))["next_gap_days"].astype(float).reindex(base.index)
+    judged = gap.notna() & (base["n_days"] >= 2)
+    answers = base.loc[judged, list(BASELINES)].copy()
+    for mode, (pred, _) in runs.items():
+        answers[mode] = pred["predicted_interval_days"].astype(float).reindex(answers.index).fillna(answers["population_median"])
+    names = list(runs) + list(BASELINES)
+    truth_j = gap[judged]
+    regular = base.loc[judged, "n_days"] >= MIN_DAYS
+    return {"customers": int(len(base)), "judged": int(judged.sum()), "not_back": int(gap.isna().sum()),
+            "median_next_gap_days": float(truth_j.median()) if len(truth_j) else float("nan"),
+            "all": score(answers, truth_j, names),
+            f"{MIN_DAYS}+ days": score(answers[regular], truth_j[regular], names) if regular.any() else None}
+
+
+def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: dict) -> dict:
     from jaxlstm.asof import concordance
 
     truth = truth.set_index(truth["customer_id"].astype(str))
@@ -181,10 +213,8 @@ def bench_as_of(name: str, log: pd.DataFrame, truth: pd.DataFrame, end: pd.Times
     out = {"customers": int(len(truth)), "back": int(back.sum()), "horizon_days": horizon, "log_end": str(end),
            "median_days_to_next_visit": float(np.median(true_days[back])) if back.any() else float("nan"),
            "concordance_days_since_last_visit": concordance(since, censored, back), "modes": {}}
-    for mode in modes:
-        pred, seconds = run_mode(log, mode, overrides, as_of=end)
+    for mode, (pred, seconds) in runs.items():
         pred = pred.reindex(truth.index)
-        print(f"  {name} as-of: {mode} {seconds:.1f} s", file=sys.stderr, flush=True)
         wait = pred["expected_wait_days"].to_numpy(float)
         if np.isnan(wait).all():  # no survival model (train.survival_epochs = 0): no as-of answers to judge
             out["modes"][mode] = None
@@ -233,6 +263,21 @@ def markdown(results: dict) -> str:
             cells = [_cell(r["all"]["skill"][m]) + " / " + (_cell(reg["skill"][m]) if reg else "-") for m in modes]
             lines.append(f"| {fam} | {r['judged']:,} ({reg['customers'] if reg else 0:,}) | {r['single_day_not_judged']:,} | "
                          f"{r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | " + " | ".join(cells) + " |")
+    nxt = {f: r["next_gap"] for f, r in results["families"].items() if r.get("next_gap")}
+    if nxt:
+        lines += ["", "## True next gap: `predicted_interval_days` after the log's end (generated families)", "",
+                  "Every mode trains on the whole generated log; `predicted_interval_days` is scored against each "
+                  "customer's true next gap (the generator's: from its last visit to its next one). Customers who do not "
+                  "come back within the horizon (or drop out) and customers with a single visit day are not judged. Same "
+                  "groups, baselines (from the whole log) and skill as above.", "",
+                  "| family | judged (5+ days) | not back | median next gap, days | best baseline all / 5+ | "
+                  + " | ".join(f"{m} all / 5+" for m in modes) + " |", "|" + "---|" * (5 + len(modes))]
+        for fam, r in nxt.items():
+            reg = r[f"{MIN_DAYS}+ days"]
+            cells = [_cell(r["all"]["skill"][m]) + " / " + (_cell(reg["skill"][m]) if reg else "-") for m in modes]
+            lines.append(f"| {fam} | {r['judged']:,} ({reg['customers'] if reg else 0:,}) | {r['not_back']:,} | "
+                         f"{r['median_next_gap_days']:.1f} | {r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | "
+                         + " | ".join(cells) + " |")
     asof = {f: r["as_of"] for f, r in results["families"].items() if r.get("as_of")}
     if asof:
         lines += ["", "## As of the log's end: `predicted_next_visit` and the ranking (secondary; purchase families)", "",
@@ -299,7 +344,7 @@ def main(argv=None) -> None:
     p.add_argument("--families", default=",".join(families_all), help=f"comma-separated: {', '.join(families_all)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated: auto, pooled, per_customer, finetune")
     p.add_argument("--protocol", default=",".join(PROTOCOLS),
-                   help="comma-separated: leave_last_out (every family), as_of (purchase families only)")
+                   help="comma-separated: leave_last_out (every family), next_gap (generated families), as_of (purchase families)")
     p.add_argument("--customers", type=int, help="customers per family (default: the full run's sizes; example: all 5,000)")
     p.add_argument("--fast", action="store_true", help=f"a smoke run: {FAST_CUSTOMERS} customers per family")
     p.add_argument("--seed", type=int, default=0, help="the generated logs' seed (the training seed is train.seed)")
@@ -335,8 +380,13 @@ def main(argv=None) -> None:
         r = results["families"][fam] = {}
         if "leave_last_out" in protocols:
             r["leave_last_out"] = bench_leave_last_out(fam, log, modes, overrides)
-        if "as_of" in protocols and fam in LOG_END:
-            r["as_of"] = bench_as_of(fam, log, truth, *LOG_END[fam], modes, overrides)
+        as_of = "as_of" in protocols and fam in LOG_END
+        if ("next_gap" in protocols and truth is not None) or as_of:  # one set of whole-log runs for both
+            runs = whole_log_runs(fam, log, modes, overrides, LOG_END[fam][0] if fam in LOG_END else None)
+            if "next_gap" in protocols and truth is not None:
+                r["next_gap"] = bench_next_gap(log, truth, runs)
+            if as_of:
+                r["as_of"] = bench_as_of(truth, *LOG_END[fam], runs)
     results["seconds"] = time.perf_counter() - t
     md = markdown(results)
     print(md)

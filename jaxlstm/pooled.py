@@ -160,6 +160,7 @@ class PooledModel:
     compiled: Compiled | None = None
     # the model trained without the questions (evaluate.py), which scores and chooses; None once restored
     heldout: PooledModel | None = None
+    scale: float = 1.0  # the day answers' factor (question_scale; 1 for a refit model, or when binning)
 
     def __post_init__(self):
         sized = pooled_config(self.config)
@@ -174,7 +175,34 @@ class PooledModel:
         if cfg.n_classes:
             probs = np.asarray(jax.nn.softmax(out, axis=-1))
             return bin_values(cfg.data.bins)[probs.argmax(-1)].astype(float), probs
-        return decode(out[:, 0] + self.center).astype(float), None
+        return decode(out[:, 0] + self.center).astype(float) * self.scale, None
+
+
+MIN_SCALE_QUESTIONS = 50  # fewer selection questions than this: no factor (1), too noisy to fit
+
+
+def question_scale(model: PooledModel, hist: Histories, q: Questions) -> float:
+    """The factor for `model`'s day answers (mae_scale) fit on the selection customers' questions; 1 when
+    binning (class answers), or with fewer than MIN_SCALE_QUESTIONS of them. One number fit on thousands of
+    questions: choosing on the same questions afterwards (evaluate.choose) gains nothing measurable from it;
+    the headline customers' questions, never used here, score it honestly."""
+    s = np.flatnonzero(q.selection)
+    if model.config.n_classes or len(s) < MIN_SCALE_QUESTIONS:
+        return 1.0
+    days = dataclasses.replace(model, scale=1.0).answer(hist, q.owner[s], q.pos[s])[0]
+    return mae_scale(q.target[s], days)
+
+
+def mae_scale(target: np.ndarray, answer: np.ndarray) -> float:
+    """The c >= 0 minimising sum |target - c * answer| over the answers > 0: the median of target / answer
+    weighted by answer (sum answer * |target / answer - c|); 1 with fewer than MIN_SCALE_QUESTIONS of them."""
+    ok = answer > 0
+    if ok.sum() < MIN_SCALE_QUESTIONS:
+        return 1.0
+    ratio, weight = target[ok] / answer[ok], answer[ok]
+    order = np.argsort(ratio, kind="stable")
+    cum = np.cumsum(weight[order])
+    return float(ratio[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def _n_params(config: Config) -> int:
@@ -232,10 +260,12 @@ def fit_pooled(hist: Histories, q: Questions, config: Config, progress: bool = T
     params, compiled, history = train_shared(config, inputs, y, train_rows, val_rows, config.train.pooled_epochs, "pooled",
                                              progress, weight)
     heldout = PooledModel(config, params, center, compiled)
+    heldout.scale = question_scale(heldout, hist, q)
     if not config.train.pooled_refit or not len(val_rows) or not history:
         return dataclasses.replace(heldout, heldout=heldout), history
     # the questions are every customer's latest gaps, the closest to the next one: once the epoch count is
-    # chosen on them, the model that answers learns from them too (the same epochs, every interval)
+    # chosen on them, the model that answers learns from them too (the same epochs, every interval), so it
+    # answers at its own scale
     epochs = int(np.argmin([h["val_loss"] for h in history])) + 1
     every = np.ones(len(owner), bool)
     final_cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, patience=0))

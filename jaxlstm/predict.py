@@ -119,7 +119,7 @@ def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
     if has["pooled"] and (run_dir / "pooled").exists():
         shape = stacked_state_shape(pooled_config(config), 1, pooled_features(config)).params  # at the shared model's size
         params_p, center_p = checkpoint.restore_shared(run_dir / "pooled", shape)
-        pooled = PooledModel(config, params_p, center_p)
+        pooled = PooledModel(config, params_p, center_p, scale=float((saved or {}).get("pooled_scale", 1.0)))  # older runs: none
     if has["survival"] and (run_dir / "survival").exists():
         s_cfg = survival_config(config)
         params_s, center_s = checkpoint.restore_shared(run_dir / "survival", stacked_state_shape(s_cfg, 1, pooled_features(config)).params)

@@ -60,7 +60,7 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
         "",
         *([table(ev), ""] if ev["customers"] else ["No customer with two visits: the log is too short to score anything.", ""]),
         *([f"The selection customers ({ev['selection']['customers']:,}; optimistic: who answers was chosen and the "
-           "shared model stopped on them):", "", table(ev["selection"]), ""] if ev["selection"]["customers"] else []),
+           "shared model stopped and scaled on them):", "", table(ev["selection"]), ""] if ev["selection"]["customers"] else []),
         "Answering where no own model does (`auto`), by visits: "
         + ", ".join(f"{k}: `{v}`" for k, v in ev["fallback_by_history"].items()) + ".",
         "",
@@ -68,7 +68,9 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
         "",
         *_as_of_section(metrics.get("as_of") or {}, plots),
         f"Training: own models {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
-        f"(+{metrics['seconds_compile']:.1f} s compile); shared model {len(metrics.get('pooled_history') or [])} epochs, "
+        f"(+{metrics['seconds_compile']:.1f} s compile); shared model {len(metrics.get('pooled_history') or [])} epochs"
+        + (f" (its day answers x {metrics['pooled_scale']:.3f}: the factor that fits the selection customers' questions best)"
+           if metrics.get("pooled_history") and "pooled_scale" in metrics else "") + ", "
         f"survival model {len((metrics.get('as_of') or {}).get('survival_history') or [])}; rows read "
         f"{rows.get('read', 0):,}, rejected {rows.get('rejected', 0):,}.",
         "",

@@ -213,6 +213,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
         {"schema_version": checkpoint.SCHEMA_VERSION, "mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
          "population": population_answers(hist),
          "own_models_answer_in": list(answer_buckets),
+         "pooled_scale": pooled.scale if pooled is not None else 1.0,  # the shared model's day factor (pooled.question_scale)
          "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
         indent=2)))
     if pooled is not None:
@@ -228,6 +229,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     lap("write")
     metrics["seconds_by_stage"] = seconds_by_stage
     metrics["pooled_history"] = pooled_history
+    metrics["pooled_scale"] = pooled.scale if pooled is not None else 1.0
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = row_counts(checked, n_read)

@@ -197,13 +197,13 @@ def test_the_shared_model_has_its_own_size():
     ask = np.arange(hist.n_customers), np.diff(hist.offsets)
     model, _ = fit_pooled(hist, q, cfg, progress=False)
     assert (model.config.model.units, model.config.model.dense) == (6, (5,)) and cfg.model.units == 4
-    again = PooledModel(cfg, model.params, model.center)
+    again = PooledModel(cfg, model.params, model.center, scale=model.scale)
     assert again.config == model.config
     np.testing.assert_array_equal(again.answer(hist, *ask)[0], model.answer(hist, *ask)[0])
     own_size = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pooled_units=4, pooled_dense=(4,)))
     old, _ = fit_pooled(hist, q, own_size, progress=False)
     assert np.shape(old.params)[-1] < np.shape(model.params)[-1]
-    restored = PooledModel(cfg, old.params, old.center)
+    restored = PooledModel(cfg, old.params, old.center, scale=old.scale)
     assert restored.config.model.units == 4
     np.testing.assert_array_equal(restored.answer(hist, *ask)[0], old.answer(hist, *ask)[0])
     finetune = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mode="finetune"))

@@ -168,3 +168,21 @@ def test_leave_last_out_by_hand():
     assert base.loc["a", "customer_last"] == pytest.approx(4 + 1 / 24)
     assert base.loc["c", "customer_median"] == pytest.approx(4 + 1 / 24)
     assert base["n_days"].to_dict() == {"a": 2, "c": 1}
+
+
+def test_next_gap_scores_the_true_next_gap_by_hand():
+    accuracy = _accuracy_module()
+    t = pd.Timestamp
+    log = pd.DataFrame({"customer_id": ["a", "a", "a", "b", "b", "c", "d", "d"],
+                        "timestamp": [t("2023-01-01"), t("2023-01-03"), t("2023-01-07"), t("2023-01-01"), t("2023-01-11"),
+                                      t("2023-01-05"), t("2023-01-02"), t("2023-01-09")]})
+    # a and b come back, c has a single visit day (not judged), d does not come back (not judged)
+    truth = pd.DataFrame({"customer_id": ["a", "b", "c", "d"], "next_gap_days": [6.0, 20.0, 3.0, np.nan]})
+    pred = pd.DataFrame({"predicted_interval_days": [5.0, 10.0, 1.0, 1.0]}, index=["a", "b", "c", "d"])
+    r = accuracy.bench_next_gap(log, truth, {"auto": (pred, 0.0)})
+    assert (r["customers"], r["judged"], r["not_back"]) == (4, 2, 1)
+    assert r["all"]["mae"]["auto"] == pytest.approx((1 + 10) / 2)
+    # baselines from the whole log: a's gaps 2, 4 (median 3, last 4); b's 10; all gaps 2, 4, 10, 7
+    assert r["all"]["mae"]["customer_last"] == pytest.approx((2 + 10) / 2)
+    assert r["all"]["mae"]["population_median"] == pytest.approx((0.5 + 14.5) / 2)  # median 5.5
+    assert r["median_next_gap_days"] == pytest.approx(13.0) and r["5+ days"] is None
