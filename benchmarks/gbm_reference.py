@@ -1,0 +1,127 @@
+"""A gradient-boosted reference for the leave-last-out question (issue 13): how much do a customer's own
+gaps say, read by a strong tabular learner instead of the shared LSTM?
+
+    pip install -e ".[bench]"    # scikit-learn
+    python benchmarks/gbm_reference.py [--families example,purchases,...] [--customers N] [--seed S] [--json FILE]
+
+The protocol is benchmarks/accuracy.py's `leave_last_out` (its functions: the same hidden gaps, the same
+judged customers, baselines and skill). Visits are visit days (a customer's rows of one calendar day are
+one visit at its first time, as `data.merge_same_day` does in a run). For the gap after visit k of a
+customer, the inputs are read from its visits up to k only: the visit index k, the customer's age (days
+from its first visit to visit k), and of log1p of its gaps so far the mean, median, std, first, last,
+second-to-last, largest, smallest and the OLS slope over their index (missing where there are too few).
+No calendar date and nothing about the log's end: where a gap ends inside the log says how long it can be
+(a gap that starts near the end is short or not yet seen), which is true of a log cut for the benchmark and
+false of the next visit asked in production. A HistGradientBoostingRegressor with the absolute-error loss
+on log1p days (it predicts the median, in days too) learns from the training log two ways:
+  latest: each customer's latest training gap, from the visits before it (what the question asks);
+  every:  every training gap, each customer weighing 1 in total, its k-th latest 0.5^k of it (as the
+          shared model's `train.pooled_recency` default).
+Prints a table (markdown) and, with --json, every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy  # noqa: E402  (benchmarks/accuracy.py: the protocol)
+
+FEATURES = ("n", "age", "mean", "median", "std", "first", "last", "last2", "max", "min", "slope")
+FAMILIES = ("example", "purchases", "purchases_drift", "iid_exp", "patterned")
+
+
+def visit_days(log: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{customer_id: its visit days' first times, in days, ascending}."""
+    visits = accuracy.merged_visits(log)
+    visits = visits[~visits.assign(day=visits["timestamp"].dt.floor("D")).duplicated(["customer_id", "day"])]
+    days = (visits["timestamp"] - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    return {c: d.to_numpy(float) for c, d in days.groupby(visits["customer_id"])}
+
+
+def features(times: np.ndarray, k: int) -> list[float]:
+    """The inputs for the gap after visit k (0-based), from times[: k + 1]."""
+    lg = np.log1p(np.diff(times[: k + 1]))
+    nan = float("nan")
+    return [k, times[k] - times[0],
+            lg.mean() if k else nan, np.median(lg) if k else nan, lg.std() if k > 1 else nan,
+            lg[0] if k else nan, lg[-1] if k else nan, lg[-2] if k > 1 else nan,
+            lg.max() if k else nan, lg.min() if k else nan,
+            np.polyfit(np.arange(k), lg, 1)[0] if k > 2 else nan]
+
+
+def examples(days: dict[str, np.ndarray], kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, log1p target, weight) from every customer's training visits."""
+    X, y, w = [], [], []
+    for t in days.values():
+        n = len(t) - 1  # gaps
+        if n < 1:
+            continue
+        ks = [n - 1] if kind == "latest" else list(range(n))
+        weight = 0.5 ** (n - 1 - np.asarray(ks, float))
+        for k, wk in zip(ks, weight / weight.sum()):
+            X.append(features(t, k)), y.append(np.log1p(t[k + 1] - t[k])), w.append(wk)
+    return np.asarray(X, float), np.asarray(y, float), np.asarray(w, float)
+
+
+def bench(name: str, log: pd.DataFrame, seed: int) -> dict:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    train, gap, single_day = accuracy.leave_last_out(log)
+    base = accuracy.simple_baselines(train)
+    truth = gap.reindex(base.index)
+    days = visit_days(train)
+    ask = np.asarray([features(days[c], len(days[c]) - 1) for c in base.index], float)
+    answers = base[list(accuracy.BASELINES)].copy()
+    seconds = {}
+    for kind in ("latest", "every"):
+        t = time.perf_counter()
+        X, y, w = examples(days, kind)
+        model = HistGradientBoostingRegressor(loss="absolute_error", max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
+                                              min_samples_leaf=50, random_state=seed)
+        model.fit(X, y, sample_weight=w)
+        answers[f"gbm_{kind}"] = np.expm1(model.predict(ask))
+        seconds[kind] = time.perf_counter() - t
+        print(f"  {name}: gbm_{kind} {seconds[kind]:.1f} s ({len(y):,} examples)", file=sys.stderr, flush=True)
+    names = ["gbm_latest", "gbm_every", *accuracy.BASELINES]
+    regular = base["n_days"] >= accuracy.MIN_DAYS
+    return {"judged": int(len(truth)), "single_day_not_judged": int(single_day), "seconds": seconds,
+            "all": accuracy.score(answers, truth, names),
+            f"{accuracy.MIN_DAYS}+ days": accuracy.score(answers[regular], truth[regular], names) if regular.any() else None}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated: {', '.join(FAMILIES)}")
+    p.add_argument("--customers", type=int, help="customers per family (default: accuracy.py's full sizes)")
+    p.add_argument("--seed", type=int, default=0, help="the generated logs' seed")
+    p.add_argument("--json", help="write every figure here")
+    args = p.parse_args(argv)
+    families = [f for f in args.families.split(",") if f]
+    if not families or any(f not in FAMILIES for f in families):
+        accuracy.fail(f"unknown family in {args.families!r}: choose from {', '.join(FAMILIES)}")
+    if importlib.util.find_spec("sklearn") is None:
+        accuracy.fail("scikit-learn is not installed: pip install -e \".[bench]\"")
+    results = {f: bench(f, accuracy.load_log(f, args.customers, args.seed)[0], args.seed) for f in families}
+    reg = f"{accuracy.MIN_DAYS}+ days"
+    print("| family | judged (5+ days) | best baseline all / 5+ | gbm_latest all / 5+ | gbm_every all / 5+ |")
+    print("|---|---|---|---|---|")
+    for fam, r in results.items():
+        cell = lambda g, k: f"{r[g]['skill'][k]:+.1%}" if r[g] else "-"  # noqa: E731
+        print(f"| {fam} | {r['judged']:,} ({r[reg]['customers'] if r[reg] else 0:,}) | {r['all']['best_baseline']} / "
+              f"{r[reg]['best_baseline'] if r[reg] else '-'} | {cell('all', 'gbm_latest')} / {cell(reg, 'gbm_latest')} | "
+              f"{cell('all', 'gbm_every')} / {cell(reg, 'gbm_every')} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
