@@ -241,6 +241,25 @@ def _cell(x: float) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:+.1%}"
 
 
+def _head(columns: list[str], modes: list[str]) -> list[str]:
+    """A skill table's header and rule: the columns, then each mode's 'all / 5+'."""
+    names = columns + [f"{m} all / 5+" for m in modes]
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+
+def _judged(r: dict) -> str:
+    """'judged (5+ days)' of one family's scores."""
+    reg = r[f"{MIN_DAYS}+ days"]
+    return f"{r['judged']:,} ({reg['customers'] if reg else 0:,})"
+
+
+def _skills(r: dict, modes: list[str]) -> str:
+    """'best baseline all / 5+ | mode all / 5+ | ...' cells of one family's scores."""
+    reg = r[f"{MIN_DAYS}+ days"]
+    cells = [_cell(r["all"]["skill"][m]) + " / " + (_cell(reg["skill"][m]) if reg else "-") for m in modes]
+    return f"{r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | " + " | ".join(cells)
+
+
 def markdown(results: dict) -> str:
     modes = results["modes"]
     lines = ["# Per-customer accuracy (issue 13)", "",
@@ -256,13 +275,9 @@ def markdown(results: dict) -> str:
                   "skill = 1 - MAE / MAE of the group's best simple baseline, for all judged customers and for those with "
                   f">= {MIN_DAYS} distinct visit days in the training log. Targets (issue 13): skill >= "
                   f"{TARGETS['all']:+.0%} for all, >= {TARGETS[f'{MIN_DAYS}+ days']:+.0%} for {MIN_DAYS}+ days.", "",
-                  "| family | judged (5+ days) | single visit day, not judged | best baseline all / 5+ | "
-                  + " | ".join(f"{m} all / 5+" for m in modes) + " |", "|" + "---|" * (4 + len(modes))]
+                  *_head(["family", "judged (5+ days)", "single visit day, not judged", "best baseline all / 5+"], modes)]
         for fam, r in llo.items():
-            reg = r[f"{MIN_DAYS}+ days"]
-            cells = [_cell(r["all"]["skill"][m]) + " / " + (_cell(reg["skill"][m]) if reg else "-") for m in modes]
-            lines.append(f"| {fam} | {r['judged']:,} ({reg['customers'] if reg else 0:,}) | {r['single_day_not_judged']:,} | "
-                         f"{r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {fam} | {_judged(r)} | {r['single_day_not_judged']:,} | {_skills(r, modes)} |")
     nxt = {f: r["next_gap"] for f, r in results["families"].items() if r.get("next_gap")}
     if nxt:
         lines += ["", "## True next gap: `predicted_interval_days` after the log's end (generated families)", "",
@@ -270,14 +285,9 @@ def markdown(results: dict) -> str:
                   "customer's true next gap (the generator's: from its last visit to its next one). Customers who do not "
                   "come back within the horizon (or drop out) and customers with a single visit day are not judged. Same "
                   "groups, baselines (from the whole log) and skill as above.", "",
-                  "| family | judged (5+ days) | not back | median next gap, days | best baseline all / 5+ | "
-                  + " | ".join(f"{m} all / 5+" for m in modes) + " |", "|" + "---|" * (5 + len(modes))]
+                  *_head(["family", "judged (5+ days)", "not back", "median next gap, days", "best baseline all / 5+"], modes)]
         for fam, r in nxt.items():
-            reg = r[f"{MIN_DAYS}+ days"]
-            cells = [_cell(r["all"]["skill"][m]) + " / " + (_cell(reg["skill"][m]) if reg else "-") for m in modes]
-            lines.append(f"| {fam} | {r['judged']:,} ({reg['customers'] if reg else 0:,}) | {r['not_back']:,} | "
-                         f"{r['median_next_gap_days']:.1f} | {r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | "
-                         + " | ".join(cells) + " |")
+            lines.append(f"| {fam} | {_judged(r)} | {r['not_back']:,} | {r['median_next_gap_days']:.1f} | {_skills(r, modes)} |")
     asof = {f: r["as_of"] for f, r in results["families"].items() if r.get("as_of")}
     if asof:
         lines += ["", "## As of the log's end: `predicted_next_visit` and the ranking (secondary; purchase families)", "",
