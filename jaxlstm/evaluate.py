@@ -7,8 +7,8 @@ customer with 60 short gaps weighs as much as one with a single gap.
 
 No model trains on a question: the shared models train on every other interval, own models on the
 history before it. Customers are split in two by a stable hash of their id:
-- selection customers: their questions stop the shared model (its best epoch) and choose, per
-  history length, who answers (see `choose`);
+- selection customers: their questions stop the shared model (its best epoch), scale its answers
+  (pooled.question_scale) and choose, per history length, who answers (see `choose`);
 - headline customers: their questions are scored only, never selected on. The headline table is
   this run's honest score, reported first; the selection customers' table (optimistic: the choices
   were made on it) comes beside it, labelled.
