@@ -186,9 +186,9 @@ def question_scale(model: PooledModel, hist: Histories, q: Questions) -> float:
     binning (class answers), or with fewer than MIN_SCALE_QUESTIONS of them. One number fit on thousands of
     questions: choosing on the same questions afterwards (evaluate.choose) gains nothing measurable from it;
     the headline customers' questions, never used here, score it honestly."""
-    s = np.flatnonzero(q.selection)
-    if model.config.n_classes or len(s) < MIN_SCALE_QUESTIONS:
+    if model.config.n_classes:
         return 1.0
+    s = np.flatnonzero(q.selection)
     days = dataclasses.replace(model, scale=1.0).answer(hist, q.owner[s], q.pos[s])[0]
     return mae_scale(q.target[s], days)
 

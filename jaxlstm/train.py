@@ -207,13 +207,14 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     if out is None:
         return predictions
 
+    pooled_scale = pooled.scale if pooled is not None else 1.0  # the shared model's day factor (pooled.question_scale)
     per_customer = customer_metrics(prep, result, run, config)
     _write_atomic(out / "customer_metrics.parquet", per_customer.to_parquet)
     _write_atomic(out / "answers.json", lambda p: p.write_text(json.dumps(
         {"schema_version": checkpoint.SCHEMA_VERSION, "mode": mode, "fallback_by_history": fallback_by or CLASSIC_FALLBACK, "as_of": str(as_of),
          "population": population_answers(hist),
          "own_models_answer_in": list(answer_buckets),
-         "pooled_scale": pooled.scale if pooled is not None else 1.0,  # the shared model's day factor (pooled.question_scale)
+         "pooled_scale": pooled_scale,
          "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
         indent=2)))
     if pooled is not None:
@@ -229,7 +230,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     lap("write")
     metrics["seconds_by_stage"] = seconds_by_stage
     metrics["pooled_history"] = pooled_history
-    metrics["pooled_scale"] = pooled.scale if pooled is not None else 1.0
+    metrics["pooled_scale"] = pooled_scale
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = row_counts(checked, n_read)
