@@ -302,6 +302,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return from_dict(tree)
 
 
+# Two bin edges closer than this are one class in practice, and their classes' representative days
+# (windows.bin_values: midpoints, float32) would come out equal, so a prediction could not tell them apart.
+MIN_BIN_WIDTH = 0.01
+
+
 def validate(config: Config) -> None:
     d, m, t = config.data, config.model, config.train
     checks = [
@@ -313,7 +318,9 @@ def validate(config: Config) -> None:
         (0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}"),
         (all(b > 0 for b in d.bins), f"data.bins must be positive day counts, got {list(d.bins)}"),
         (all(k > 0 for k in d.within_days), f"data.within_days must be positive day counts, got {list(d.within_days)}"),
-        (all(a < b for a, b in zip(d.bins, d.bins[1:])), f"data.bins must increase, got {list(d.bins)}"),
+        (all(b - a >= MIN_BIN_WIDTH * (1 - 1e-9) for a, b in zip(d.bins, d.bins[1:])),  # 1.3 to 1.31 is 0.0099999...
+         f"data.bins must increase by at least {MIN_BIN_WIDTH:g} days (about 15 minutes) from one edge to the next, "
+         f"got {list(d.bins)}"),
         (m.lstm_layers >= 1 and m.units >= 1, "model.lstm_layers and model.units must be >= 1"),
         (m.pooled_units >= 1, f"model.pooled_units must be >= 1, got {m.pooled_units}"),
         (all(n >= 1 for n in m.pooled_dense), f"model.pooled_dense sizes must be >= 1, got {list(m.pooled_dense)}"),

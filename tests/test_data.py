@@ -1,5 +1,7 @@
 """Data layer: events validation, intervals, windows, bins, split and padding."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLE_CSV, visit_log
+from jaxlstm.config import MIN_BIN_WIDTH, Config, validate
 from jaxlstm.data import batching
 from jaxlstm.data.events import check_events, load_events, validate_events
 from jaxlstm.data.intervals import histories
@@ -69,17 +72,29 @@ def test_windows_follow_intervals(case):
             assert np.allclose(w.last[i], got[-L:])
 
 
+# the edges a config accepts: from 1 day up, each at least MIN_BIN_WIDTH above the one before (the
+# narrowest spacing drawn often, where the classes' representative days are closest)
+_steps = st.one_of(st.just(MIN_BIN_WIDTH), st.floats(MIN_BIN_WIDTH, 200, allow_nan=False))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 1000, allow_nan=False), min_size=1, max_size=50),
-       st.lists(st.floats(1, 500, allow_nan=False), min_size=1, max_size=6, unique=True))
-def test_bins_cover_every_interval(days, edges):
-    edges = tuple(sorted(edges))
+       st.floats(1, 500, allow_nan=False), st.lists(_steps, max_size=5))
+def test_bins_cover_every_interval(days, first, steps):
+    edges = tuple(first + np.r_[0.0, np.cumsum(steps)])
+    validate(dataclasses.replace(Config(), data=dataclasses.replace(Config().data, bins=edges)))
     cls = to_bins(np.asarray(days), edges)
     lo = np.r_[-np.inf, edges][cls]
     hi = np.r_[edges, np.inf][cls]
     assert ((lo <= days) & (days < hi)).all()
     assert len(bin_values(edges)) == len(edges) + 1
     assert np.all(np.diff(bin_values(edges)) > 0)
+
+
+@pytest.mark.parametrize("edges", [(30.0, 30.0), (500.0, 500.0 + 1e-13), (7.0, 7.001, 30.0), (30.0, 7.0)])
+def test_bins_closer_than_the_minimum_width_are_refused(edges):
+    with pytest.raises(InputError, match="data.bins must increase by at least 0.01 days"):
+        validate(dataclasses.replace(Config(), data=dataclasses.replace(Config().data, bins=edges)))
 
 
 def test_encode_decode_roundtrip():
