@@ -15,9 +15,8 @@ import orbax.checkpoint as ocp
 from jaxlstm.config import Config
 from jaxlstm.errors import InputError
 
-SCHEMA_VERSION = 4  # 2: each customer's parameters are one flat vector (model.flatten); 3: customer seeds
-# are BLAKE2b hashes of the ids (batching.customer_seeds), and the state keeps each customer's epochs trained;
-# 4: the shared models read 8 inputs per step (pooled.N_FEATURES: + the input rows of each visit)
+SCHEMA_VERSION = 3  # 2: each customer's parameters are one flat vector (model.flatten); 3: customer seeds
+# are BLAKE2b hashes of the ids (batching.customer_seeds), and the state keeps each customer's epochs trained
 
 
 def fingerprint(config: Config, *arrays: np.ndarray) -> str:

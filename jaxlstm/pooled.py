@@ -10,8 +10,6 @@ carrying six features:
   4  log1p(days from the first visit to the interval's start) / 4: the customer's age, so gaps that
      lengthen as customers age are learnable
   5  std of log1p of the intervals before this one (0 with fewer than two): how regular the customer is
-  6  log(input rows of the visit that starts the interval) (0 for one row): a basket's items, a day's orders
-  7  mean log(input rows) of the customer's visits up to that one: how much it buys at a time
 So a customer with one visit still gets an answer (all padding: a learned constant), one with two
 intervals a shrunk blend of its one gap and everyone's, a long one its recent pattern.
 
@@ -37,7 +35,7 @@ from jaxlstm.placement import Placement
 from jaxlstm.progress import bar as progress_bar
 from jaxlstm.step import Compiled, compile_steps, stacked_state_shape
 
-N_FEATURES = 8  # plus one per extra column (data.extra_cols)
+N_FEATURES = 6  # plus one per extra column (data.extra_cols)
 SEED_PAIR = np.array([[0x706F6F6C, 0x6A61786C]], np.uint32)  # the pooled model's own "customer" seed
 
 
@@ -89,20 +87,16 @@ class Prefix:
     cum_enc: np.ndarray  # [M + 1] float64
     cum_enc2: np.ndarray  # [M + 1] float64
     cum_days: np.ndarray  # [M + 1] float64
-    rows: np.ndarray  # [V] float64, log of each visit's input rows (Histories.visit_rows; zeros when not given)
-    cum_rows: np.ndarray  # [V + 1] float64
 
     @staticmethod
     def of(hist: Histories) -> Prefix:
         enc = encode(hist.intervals)
         enc64 = enc.astype(np.float64)
-        V = int(hist.n_visits.sum())
-        rows = np.log(np.maximum(hist.visit_rows, 1.0)) if len(hist.visit_rows) == V else np.zeros(V)
         # running sums over the whole flat array, as data.intervals.prefix_mean takes them (the values stay those
         # of the previous definition); in float64 a customer's sum, a difference of two, is off by ~1e-7 at 1e8
         # intervals (sums ~1e9): below the float32 resolution of the means
         return Prefix(enc, np.r_[0.0, np.cumsum(enc64)], np.r_[0.0, np.cumsum(enc64**2)],
-                      np.r_[0.0, np.cumsum(hist.intervals, dtype=np.float64)], rows, np.r_[0.0, np.cumsum(rows)])
+                      np.r_[0.0, np.cumsum(hist.intervals, dtype=np.float64)])
 
     def mean(self, cum: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
         """[P] float64 mean of the first n[p] values from flat index start[p]; NaN where n is 0."""
@@ -135,11 +129,6 @@ def features(hist: Histories, owner: np.ndarray, pos: np.ndarray, look_back: int
         mean, spread, age = np.full(P, np.nan), np.full(P, np.nan), np.zeros(P)
     per_customer = [np.log1p(pos) / 4.0, np.where(pos > 0, mean - center, 0.0), np.log1p(np.maximum(age, 0.0)) / 4.0,
                     np.where(pos > 1, spread, 0.0)]
-    if len(prefix.rows):  # the visit that starts interval pos is the customer's visit pos
-        visit = hist.offsets[owner] + owner + pos
-        per_customer += [prefix.rows[visit], running_mean(prefix.cum_rows, visit - pos, pos + 1)]
-    else:  # no visits at all: nothing to ask about
-        per_customer += [np.zeros(P), np.zeros(P)]
     for f, values in enumerate(per_customer, start=2):
         x[..., f] = values[:, None]
     if hist.n_extra and M:  # the extra columns of each present interval, 0 where padded

@@ -112,10 +112,8 @@ def train_all(
 
 
 def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str | Path | None = None, *, resume: bool = False,
-              progress: bool = True, source: str = "<DataFrame>", on_bad_rows: str = "error", as_of=None,
-              rows_col: str | None = None) -> pd.DataFrame:
-    """`train_all` on a log of one shard (every log that fits `train.shard_customers`): the whole run in memory.
-    rows_col: see events.check_events (a shard's visits, checked before)."""
+              progress: bool = True, source: str = "<DataFrame>", on_bad_rows: str = "error", as_of=None) -> pd.DataFrame:
+    """`train_all` on a log of one shard (every log that fits `train.shard_customers`): the whole run in memory."""
     config = config or Config()
     if resume and out_dir is not None:  # before any work: a changed config is refused at once
         if not (Path(out_dir) / "config.toml").exists():  # nothing saved yet (or killed at once): start afresh
@@ -127,7 +125,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
                 say(extended)
     t_start = time.perf_counter()
     checked = check_events(events, config.data.id_col, config.data.time_col, source, on_bad_rows=on_bad_rows, as_of=as_of,
-                           rows_col=rows_col, **options(config.data))
+                           **options(config.data))
     n_read = len(events)
     del events  # (the caller may hold it still; train_shards does not)
     d = config.data

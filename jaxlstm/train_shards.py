@@ -28,7 +28,7 @@ import pandas as pd
 
 from jaxlstm import distributed
 from jaxlstm.config import Config
-from jaxlstm.data.events import ID, ROWS, TIME, check_events, options, parse_as_of
+from jaxlstm.data.events import ID, TIME, check_events, options, parse_as_of
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
@@ -105,7 +105,7 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
             # with the visits after an explicit as-of date: shard 0's run scores its answers on them
             # (no name holds the visits here: train_one frees them once checked)
             predictions = train_one(_first_shard(here, config), config, out, resume=resume, progress=progress,
-                                    source=f"{source} [shard 1 of {S}]", as_of=as_of, rows_col=ROWS)
+                                    source=f"{source} [shard 1 of {S}]", as_of=as_of)
             if (out / "customer_metrics.parquet").exists():  # out/'s becomes every shard's (_finish)
                 shutil.copyfile(out / "customer_metrics.parquet", here / "customer_metrics.parquet")
             _write_atomic(here / "predictions.parquet", predictions.to_parquet)

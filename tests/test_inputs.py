@@ -10,7 +10,7 @@ import pytest
 from conftest import EXAMPLE_CSV, ROOT
 from jaxlstm import load_config, train_all
 from jaxlstm.asof import backtest
-from jaxlstm.data.events import ID, ROWS, TIME, canonical_ids, check_events, parse_as_of
+from jaxlstm.data.events import canonical_ids, check_events, parse_as_of
 from jaxlstm.data.intervals import histories
 from jaxlstm.errors import InputError
 from jaxlstm.train import input_warnings
@@ -58,11 +58,8 @@ def test_a_row_in_another_format_is_a_bad_row_not_a_guess(example):
 def test_repeated_rows_are_one_visit(example):
     plain = _events(example)
     repeated = _events(pd.concat([example, example.sample(3000, random_state=0)], ignore_index=True))
-    pd.testing.assert_frame_equal(repeated.events[[ID, TIME]], plain.events[[ID, TIME]])
+    pd.testing.assert_frame_equal(repeated.events, plain.events)
     assert plain.merged == 1003 and repeated.merged == 1003 + 3000
-    # each visit counts the rows it merged (a model input): every input row is counted once
-    assert plain.events[ROWS].sum() == len(example) and repeated.events[ROWS].sum() == len(example) + 3000
-    assert (plain.events[ROWS] > 1).sum() == 886 and plain.events[ROWS].max() == 5
     classic = _events(example, merge_same_timestamp=False)
     assert len(classic.events) == len(example) and classic.merged == 0
 
@@ -71,9 +68,8 @@ def test_merged_visits_sum_their_extra_columns():
     raw = pd.DataFrame({"customer_id": ["a", "a", "a", "b"], "timestamp": ["2024-01-01", "2024-01-01", "2024-01-03", "2024-01-01"],
                         "amount": [2.0, 3.5, 1.0, 4.0]})
     checked = check_events(raw, extra_cols=("amount",))
-    assert checked.events.values.tolist() == [["a", pd.Timestamp("2024-01-01"), 5.5, 2], ["a", pd.Timestamp("2024-01-03"), 1.0, 1],
-                                              ["b", pd.Timestamp("2024-01-01"), 4.0, 1]]
-    assert histories(checked.events).visit_rows.tolist() == [2, 1, 1]
+    assert checked.events.values.tolist() == [["a", pd.Timestamp("2024-01-01"), 5.5], ["a", pd.Timestamp("2024-01-03"), 1.0],
+                                              ["b", pd.Timestamp("2024-01-01"), 4.0]]
     assert checked.merged == 1 and checked.rows.tolist() == [0, 2, 3]
 
 
@@ -84,12 +80,12 @@ def test_a_visit_is_a_day_by_default():
                         "amount": [1.0, 2.0, 4.0, 8.0, 16.0]})
     days = check_events(raw, extra_cols=("amount",), **_options(None))
     # one visit a customer and day, at the day's first time, its purchases summed; midnight starts a new day
-    assert days.events.values.tolist() == [["a", pd.Timestamp("2024-01-01 09:30"), 7.0, 3],
-                                           ["a", pd.Timestamp("2024-01-02 00:01"), 8.0, 1],
-                                           ["b", pd.Timestamp("2024-01-01 12:00"), 16.0, 1]]
+    assert days.events.values.tolist() == [["a", pd.Timestamp("2024-01-01 09:30"), 7.0],
+                                           ["a", pd.Timestamp("2024-01-02 00:01"), 8.0],
+                                           ["b", pd.Timestamp("2024-01-01 12:00"), 16.0]]
     assert days.merged == 2 and days.rows.tolist() == [1, 3, 4]  # (each visit's row: its earliest)
     times = check_events(raw, extra_cols=("amount",), merge_same_day=False)
-    assert len(times.events) == 5 and times.merged == 0 and (times.events[ROWS] == 1).all()
+    assert len(times.events) == 5 and times.merged == 0
     classic = load_config(ROOT / "configs" / "classic.toml")
     assert not classic.data.merge_same_day and not classic.data.merge_same_timestamp
     with pytest.raises(InputError, match="data.merge_same_day = true merges what data.merge_same_timestamp = false keeps"):

@@ -32,12 +32,7 @@ def features_at_once(hist: Histories, owner, pos, look_back, center):
     spread = np.sqrt(np.maximum(prefix_mean(enc**2, hist.offsets, owner, pos) - mean**2, 0.0)) if len(enc) else mean
     spread = np.where(pos > 1, spread, 0.0)
     age = np.where(pos > 0, prefix_mean(hist.intervals, hist.offsets, owner, pos) * pos, 0.0) if len(enc) else np.zeros(len(pos))
-    # the input rows of each visit (one customer's visits at a time; 8 inputs since schema 4)
-    first_visit = np.r_[0, np.cumsum(hist.n_visits)]
-    rows = [np.log(hist.visit_rows[first_visit[o]:first_visit[o + 1]]) for o in owner]
-    latest_rows = np.array([r[p] for r, p in zip(rows, pos)])
-    mean_rows = np.array([r[:p + 1].mean() for r, p in zip(rows, pos)])
-    per_customer = [np.log1p(pos) / 4.0, level, np.log1p(np.maximum(age, 0.0)) / 4.0, spread, latest_rows, mean_rows]
+    per_customer = [np.log1p(pos) / 4.0, level, np.log1p(np.maximum(age, 0.0)) / 4.0, spread]
     x = np.stack([values, present.astype(np.float64), *(np.broadcast_to(f[:, None], (len(pos), L)) for f in per_customer)], -1)
     if hist.n_extra:
         extra = np.where(present[..., None], hist.extras[idx], 0.0) if len(enc) else np.zeros((len(pos), L, hist.n_extra))
@@ -53,9 +48,7 @@ def _log(n=60, seed=3) -> pd.DataFrame:
     few = pd.DataFrame({"customer_id": ["zz_one", "zz_two", "zz_two"], "timestamp": [t, t, t + pd.Timedelta(days=9)],
                         "amount": [1.0, 2.0, 3.0]})
     few["customer_id"] = few["customer_id"].astype(events["customer_id"].dtype)
-    log = pd.concat([events[["customer_id", "timestamp", "amount"]], few], ignore_index=True)
-    repeats = log.sample(frac=0.2, replace=True, random_state=seed)  # visits of 2 or more rows (a basket)
-    return pd.concat([log, repeats, few.iloc[[0]]], ignore_index=True)
+    return pd.concat([events[["customer_id", "timestamp", "amount"]], few], ignore_index=True)
 
 
 def _every_example(hist: Histories):
@@ -71,7 +64,6 @@ def test_features_on_slices_equal_the_features_of_every_example_at_once():
         hist = histories(validate_events(_log(), extra_cols=extra), extra_cols=extra, summary=bool(extra))
         owner, pos = _every_example(hist)
         assert pos.max() >= 30 and (pos == 0).any() and hist.n_extra == (len(extra) + 4 if extra else 0)
-        assert hist.visit_rows.max() >= 3 and (hist.visit_rows == 1).mean() > 0.5
         for look_back, center in ((3, 2.1), (8, np.float32(1.7))):
             ref = features_at_once(hist, owner, pos, look_back, center)
             assert ref.shape == (len(owner), look_back, N_FEATURES + hist.n_extra)

@@ -20,7 +20,6 @@ from pandas.tseries.api import guess_datetime_format
 from jaxlstm.errors import InputError
 
 ID, TIME = "customer_id", "timestamp"  # canonical column names after loading
-ROWS = "rows"  # after check_events: how many input rows each visit merged (1 where none was merged)
 ON_BAD_ROWS = ("error", "skip")
 # reasons, in the order strict mode reports them
 NO_ID, NO_TIME, UNREADABLE, OUT_OF_RANGE, NO_ZONE, ZONE, NOT_NUMBER = (
@@ -100,8 +99,7 @@ class Checked:
     """A validated visit log, the rows set aside, and what was left out on purpose.
 
     events: `customer_id` (one canonical type, see `canonical_ids`) and `timestamp` (tz-naive
-      datetime64[ns] on the data.timezone clock), one row per visit, strictly before the as-of date;
-      the extra columns; `rows`: how many input rows the visit merged (a basket's items, a day's orders).
+      datetime64[ns] on the data.timezone clock), one row per visit, strictly before the as-of date.
     rejected: `row` (CSV line number, else 0-based row), `customer_id` and `timestamp` as given
       (text), `reason`; empty unless on_bad_rows="skip".
     orphans: ids of customers all of whose rows were rejected; they still get a row in the
@@ -145,7 +143,6 @@ def check_events(
     merge_same_timestamp: bool = True,
     merge_same_day: bool = False,
     positions: np.ndarray | None = None,
-    rows_col: str | None = None,
 ) -> Checked:
     """Validate a raw visit table. Whole-table and whole-column problems (no rows, a missing column,
     a time column of numbers, dates whose day/month order cannot be decided, an extra column of text,
@@ -160,9 +157,7 @@ def check_events(
       earliest timestamp, their extra columns summed;
     as_of: visits at or after it are set apart in `later`, not rejected;
     positions: [len(df)] each row's 0-based position in the whole log, when `df` is a part of it (a
-      shard, see shards.py): messages and `rows` name the log's rows;
-    rows_col: a column of visits checked before (a shard's events, read again) holding how many input
-      rows each stands for (events ROWS): counted so, not as one row each."""
+      shard, see shards.py): messages and `rows` name the log's rows."""
     if on_bad_rows not in ON_BAD_ROWS:
         raise InputError(f"on_bad_rows={on_bad_rows!r}: expected one of {', '.join(ON_BAD_ROWS)}")
     tz = _zone(timezone)
@@ -182,7 +177,7 @@ def check_events(
     times, fmt = _parse_times(raw, time_col, source, reason, time_format, tz)
     extras, bad_col = {}, np.full(len(df), None, dtype=object)
     for col in extra_cols:
-        if col in (ID, TIME, ROWS):
+        if col in (ID, TIME):
             raise InputError(f"{source}: extra column '{col}' clashes with a canonical column name; rename it")
         raw_extra = df[col].reset_index(drop=True)
         extras[col] = pd.to_numeric(raw_extra, errors="coerce").astype(np.float64)
@@ -220,9 +215,8 @@ def check_events(
         "reason": np.where(bad_col[at] != None, [f"{r} in '{c}'" for r, c in zip(reason[at], bad_col[at])],  # noqa: E711
                            reason[at]).astype(str) if len(at) else reason[at].astype(str),
     })
-    counts = np.ones(len(df), np.int64) if rows_col is None else df[rows_col].to_numpy(np.int64)
     events = pd.DataFrame({ID: ids[keep].reset_index(drop=True), TIME: times[keep].reset_index(drop=True),
-                           **{col: v[keep].reset_index(drop=True) for col, v in extras.items()}, ROWS: counts[keep]})
+                           **{col: v[keep].reset_index(drop=True) for col, v in extras.items()}})
     rows = row_labels(pos[keep], source)
     later = events.iloc[:0]
     if as_of is not None:  # strictly before the as-of date counts: a bare date is the start of that day
@@ -247,7 +241,7 @@ def check_events(
 def _merge_visits(events: pd.DataFrame, rows: np.ndarray, extra_cols: tuple[str, ...], by_day: bool = False):
     """(events with one row per customer and timestamp (by_day: calendar day, kept at its earliest
     timestamp), the row label of each kept row, rows merged). Extra columns are summed: two baskets at
-    one checkout, or one day's purchases, are one visit with their total; so is the ROWS count."""
+    one checkout, or one day's purchases, are one visit with their total."""
     key = events[TIME].dt.floor("D") if by_day else events[TIME]
     first = np.argsort(events[TIME].to_numpy(), kind="stable")  # a group's earliest row comes first
     dup = np.empty(len(events), bool)
@@ -256,11 +250,10 @@ def _merge_visits(events: pd.DataFrame, rows: np.ndarray, extra_cols: tuple[str,
     if not n:
         return events, rows, 0
     kept = events[~dup].reset_index(drop=True)
-    summed = [*extra_cols, ROWS]  # the row counts add up like the extra columns
-    groups = pd.DataFrame({ID: events[ID].to_numpy(), "k": key.to_numpy(), **{c: events[c] for c in summed}})
-    sums = groups.groupby([ID, "k"], sort=False)[summed].sum()
-    kept[summed] = sums.reindex(pd.MultiIndex.from_arrays([kept[ID], key.to_numpy()[~dup]])).to_numpy()
-    kept[ROWS] = kept[ROWS].astype(np.int64)
+    if extra_cols:
+        groups = pd.DataFrame({ID: events[ID].to_numpy(), "k": key.to_numpy(), **{c: events[c] for c in extra_cols}})
+        sums = groups.groupby([ID, "k"], sort=False)[list(extra_cols)].sum()
+        kept[list(extra_cols)] = sums.reindex(pd.MultiIndex.from_arrays([kept[ID], key.to_numpy()[~dup]])).to_numpy()
     return kept, rows[~dup], n
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from jaxlstm.data.events import ID, ROWS, TIME
+from jaxlstm.data.events import ID, TIME
 
 DAY_US = 86_400 * 10**6
 
@@ -24,8 +24,6 @@ class Histories:
     intervals:   [M] float64 days, in visit order (M = n_visits.sum() - N)
     extras:      [M, E] float64, the extra columns' values at the visit that ended each interval,
                  as sign(v) * log1p(|v|) (E = 0 without extra columns)
-    visit_rows:  [V] float64, the input rows each visit merged (events.ROWS), in visit order: customer i's
-                 visit v is at offsets[i] + i + v (V = n_visits.sum()); empty: one row each
     """
 
     ids: np.ndarray
@@ -35,7 +33,6 @@ class Histories:
     offsets: np.ndarray
     intervals: np.ndarray
     extras: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
-    visit_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_extra(self) -> int:
@@ -90,7 +87,6 @@ def histories(events: pd.DataFrame, floor_days: bool = False, extra_cols: tuple[
         offsets=offsets,
         intervals=intervals,
         extras=extras,
-        visit_rows=events[ROWS].to_numpy(np.float64)[order] if ROWS in events else np.ones(len(codes)),
     )
 
 
