@@ -260,34 +260,40 @@ def _skills(r: dict, modes: list[str]) -> str:
     return f"{r['all']['best_baseline']} / {reg['best_baseline'] if reg else '-'} | " + " | ".join(cells)
 
 
-def markdown(results: dict) -> str:
+def _skill_section(results: dict, protocol: str, title: str, about: str, columns: dict) -> list[str]:
+    """One protocol's skill table (no lines when no family has its scores): the title, what it judges, and a row
+    per family: the judged counts, a cell per `columns` entry (header -> cell of the family's scores), the skills."""
+    scores = {f: r[protocol] for f, r in results["families"].items() if r.get(protocol)}
+    if not scores:
+        return []
     modes = results["modes"]
+    lines = ["", title, "", about, "", *_head(["family", "judged (5+ days)", *columns, "best baseline all / 5+"], modes)]
+    for fam, r in scores.items():
+        lines.append(f"| {fam} | {_judged(r)} | " + "".join(f"{cell(r)} | " for cell in columns.values()) + f"{_skills(r, modes)} |")
+    return lines
+
+
+def markdown(results: dict) -> str:
     lines = ["# Per-customer accuracy (issue 13)", "",
              f"Command: `{results['command']}`  ", f"Commit: `{results['commit']}`  ",
              f"Seconds: {results['seconds']:.0f}", "",
              "Written by `benchmarks/accuracy.py` (its docstring has the full protocol)."]
-    llo = {f: r["leave_last_out"] for f, r in results["families"].items() if r.get("leave_last_out")}
-    if llo:
-        lines += ["", "## Leave-last-out: `predicted_interval_days` (the primary protocol)", "",
-                  "Each customer's last visit day is hidden and every mode trains on the rest; "
-                  "`predicted_interval_days` is scored against the hidden gap (days from the last remaining visit to the "
-                  "hidden day's first row). Customers with a single visit day are not judged. MAE in days per customer; "
-                  "skill = 1 - MAE / MAE of the group's best simple baseline, for all judged customers and for those with "
-                  f">= {MIN_DAYS} distinct visit days in the training log. Targets (issue 13): skill >= "
-                  f"{TARGETS['all']:+.0%} for all, >= {TARGETS[f'{MIN_DAYS}+ days']:+.0%} for {MIN_DAYS}+ days.", "",
-                  *_head(["family", "judged (5+ days)", "single visit day, not judged", "best baseline all / 5+"], modes)]
-        for fam, r in llo.items():
-            lines.append(f"| {fam} | {_judged(r)} | {r['single_day_not_judged']:,} | {_skills(r, modes)} |")
-    nxt = {f: r["next_gap"] for f, r in results["families"].items() if r.get("next_gap")}
-    if nxt:
-        lines += ["", "## True next gap: `predicted_interval_days` after the log's end (generated families)", "",
-                  "Every mode trains on the whole generated log; `predicted_interval_days` is scored against each "
-                  "customer's true next gap (the generator's: from its last visit to its next one). Customers who do not "
-                  "come back within the horizon (or drop out) and customers with a single visit day are not judged. Same "
-                  "groups, baselines (from the whole log) and skill as above.", "",
-                  *_head(["family", "judged (5+ days)", "not back", "median next gap, days", "best baseline all / 5+"], modes)]
-        for fam, r in nxt.items():
-            lines.append(f"| {fam} | {_judged(r)} | {r['not_back']:,} | {r['median_next_gap_days']:.1f} | {_skills(r, modes)} |")
+    lines += _skill_section(
+        results, "leave_last_out", "## Leave-last-out: `predicted_interval_days` (the primary protocol)",
+        "Each customer's last visit day is hidden and every mode trains on the rest; "
+        "`predicted_interval_days` is scored against the hidden gap (days from the last remaining visit to the "
+        "hidden day's first row). Customers with a single visit day are not judged. MAE in days per customer; "
+        "skill = 1 - MAE / MAE of the group's best simple baseline, for all judged customers and for those with "
+        f">= {MIN_DAYS} distinct visit days in the training log. Targets (issue 13): skill >= "
+        f"{TARGETS['all']:+.0%} for all, >= {TARGETS[f'{MIN_DAYS}+ days']:+.0%} for {MIN_DAYS}+ days.",
+        {"single visit day, not judged": lambda r: f"{r['single_day_not_judged']:,}"})
+    lines += _skill_section(
+        results, "next_gap", "## True next gap: `predicted_interval_days` after the log's end (generated families)",
+        "Every mode trains on the whole generated log; `predicted_interval_days` is scored against each "
+        "customer's true next gap (the generator's: from its last visit to its next one). Customers who do not "
+        "come back within the horizon (or drop out) and customers with a single visit day are not judged. Same "
+        "groups, baselines (from the whole log) and skill as above.",
+        {"not back": lambda r: f"{r['not_back']:,}", "median next gap, days": lambda r: f"{r['median_next_gap_days']:.1f}"})
     asof = {f: r["as_of"] for f, r in results["families"].items() if r.get("as_of")}
     if asof:
         lines += ["", "## As of the log's end: `predicted_next_visit` and the ranking (secondary; purchase families)", "",
@@ -311,6 +317,7 @@ def markdown(results: dict) -> str:
         lines += ["", "Log end, horizon and median days from the end to the next visit (of those back): "
                   + "; ".join(f"{fam} {r['log_end'][:10]}, {r['horizon_days']:.0f} days, {r['median_days_to_next_visit']:.1f}"
                               for fam, r in asof.items()) + "."]
+    llo = {f: r["leave_last_out"] for f, r in results["families"].items() if r.get("leave_last_out")}
     for fam, r in llo.items():
         reg = r[f"{MIN_DAYS}+ days"]
         lines += ["", f"## Leave-last-out: {fam}", "",
@@ -390,10 +397,10 @@ def main(argv=None) -> None:
         r = results["families"][fam] = {}
         if "leave_last_out" in protocols:
             r["leave_last_out"] = bench_leave_last_out(fam, log, modes, overrides)
-        as_of = "as_of" in protocols and fam in LOG_END
-        if ("next_gap" in protocols and truth is not None) or as_of:  # one set of whole-log runs for both
+        next_gap, as_of = "next_gap" in protocols and truth is not None, "as_of" in protocols and fam in LOG_END
+        if next_gap or as_of:  # one set of whole-log runs for both
             runs = whole_log_runs(fam, log, modes, overrides, LOG_END[fam][0] if fam in LOG_END else None)
-            if "next_gap" in protocols and truth is not None:
+            if next_gap:
                 r["next_gap"] = bench_next_gap(log, truth, runs)
             if as_of:
                 r["as_of"] = bench_as_of(truth, *LOG_END[fam], runs)
