@@ -21,7 +21,7 @@ REQUIRED = {"customers", "epochs", "windows", "seconds_compile", "seconds_train"
 def test_throughput_json_schema_and_arithmetic(tmp_path, capsys):
     out = tmp_path / "out.json"
     printed = throughput.main(["--customers", "40", "--epochs", "2", "--visits", "8", "20", "--hidden", "4",
-                               "--loop-sample", "2", "--json", str(out)])
+                               "--loop-sample", "2", "--repeats", "2", "--json", str(out)])
     r = json.loads(out.read_text())
     assert r == json.loads(json.dumps(printed))
     assert REQUIRED <= set(r)
@@ -30,6 +30,7 @@ def test_throughput_json_schema_and_arithmetic(tmp_path, capsys):
     for key in ("seconds_compile", "seconds_train", "customers_per_s", "gflops_achieved", "gflops_peak_measured",
                 "peak_rss_mb", "loop_seconds_per_customer"):
         assert r[key] > 0, key
+    assert r["repeats"] == 2 and r["seconds_train"] == min(r["seconds_train_runs"]) and len(r["seconds_train_runs"]) == 2
     assert r["customers_per_s"] == pytest.approx(r["customers_with_model"] / r["seconds_train"])
     assert r["customers_per_s_steady"] == pytest.approx(r["customers_with_model"] / (r["epochs"] * r["seconds_steady_epoch"]))
     assert r["window_steps_per_s"] == pytest.approx(r["windows"] * r["epochs"] / r["seconds_train"])
