@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -323,15 +323,23 @@ def in_shards(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "shards" / "plan.json").exists()
 
 
+class Predicted(NamedTuple):
+    predictions: pd.DataFrame
+    rejected: pd.DataFrame  # rows set aside (on_bad_rows="skip"), with a reason each
+    later: int  # visits on or after the as-of date: left out, they are the future the answers are about
+
+
 def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = None, query: str | None = None, *,
                    id_col: str | None = None, time_col: str | None = None, source: str | None = None,
                    on_bad_rows: str = "error", as_of: str | pd.Timestamp | None = None,
-                   run: RunModel | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(predictions, rejected rows) of every customer of a file or database with a saved run's models. A run
+                   run: RunModel | None = None, time_format: str | None = None) -> Predicted:
+    """Predicted (predictions, rejected rows, visits left out as on or after the as-of date) of every customer
+    of a file or database with a saved run's models. A run
     trained in shards (train_shards.py) predicts shard by shard: the log is split by the run's id hash, so
     each customer meets its own model, and memory follows the shard, not the log; as of one date for all
     (default: the run's, or the day after the log's latest visit if that is later). run: `load_run(run_dir,
-    own=not in_shards(run_dir))`, when the caller has it."""
+    own=not in_shards(run_dir))`, when the caller has it. time_format: how this log's time column is written
+    (default: the run's data.time_format); the days are counted on the run's clock all the same."""
     import shutil
     import tempfile
 
@@ -344,23 +352,24 @@ def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = No
     d = run.config.data
     id_col, time_col = id_col or d.id_col, time_col or d.time_col
     source = source or str(spec)
+    read = options(d if time_format is None else dataclasses.replace(d, time_format=time_format))
     if not plan_path.exists():  # one shard: the whole log at once
         raw = read_source(spec, table, query, columns=(id_col, time_col, *d.extra_cols))
-        checked = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=as_of, **options(d))
-        return predict_checked(run, checked, as_of), checked.rejected
+        checked = check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=as_of, **read)
+        return Predicted(predict_checked(run, checked, as_of), checked.rejected, len(checked.later))
     S = json.loads(plan_path.read_text())["planned"]
     fixed = parse_as_of(as_of, d.timezone)
     with tempfile.TemporaryDirectory(prefix="jaxlstm-predict-") as tmp:
         def check(raw, positions):
-            return check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions,
-                                **options(d))
+            return check_events(raw, id_col, time_col, source, on_bad_rows=on_bad_rows, as_of=fixed, positions=positions, **read)
 
-        checked_parts, latest, rejected = {}, None, []
+        checked_parts, latest, rejected, later = {}, None, [], 0
         # every shard checked first (its visits back to disk): the default as-of date is the whole log's
         for k, c in checked_shards(Source(spec, table, query), (id_col, time_col, *d.extra_cols), S, Path(tmp), check):
             c.events.to_parquet(Path(tmp) / f"raw-{k:05d}.events.parquet")
             checked_parts[k] = dataclasses.replace(c, events=None, later=c.later.iloc[:0])
             rejected.append(c.rejected)
+            later += len(c.later)
             top = c.events[TIME].max()
             latest = top if latest is None else max(latest, top)
             del c
@@ -372,4 +381,5 @@ def predict_source(run_dir: str | Path, spec: str | Path, table: str | None = No
             del events
             release_memory()
         shutil.rmtree(tmp, ignore_errors=True)
-    return pd.concat(frames, ignore_index=True), pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable")
+    return Predicted(pd.concat(frames, ignore_index=True), pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable"),
+                     later)

@@ -115,6 +115,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
               progress: bool = True, source: str = "<DataFrame>", on_bad_rows: str = "error", as_of=None) -> pd.DataFrame:
     """`train_all` on a log of one shard (every log that fits `train.shard_customers`): the whole run in memory."""
     config = config or Config()
+    check_out_dir(out_dir)
     if resume and out_dir is not None:  # before any work: a changed config is refused at once
         if not (Path(out_dir) / "config.toml").exists():  # nothing saved yet (or killed at once): start afresh
             if progress:
@@ -351,6 +352,12 @@ def customer_metrics(prep: Prepared, result: Fit, run: RunModel, config: Config)
 
 # keys a resumed run may change without changing what was trained (a larger train.epochs continues training)
 RESUME_FREE = ("train.checkpoint_every", "train.compilation_cache")
+
+
+def check_out_dir(out_dir: str | Path | None) -> None:
+    """Refuse a run folder that is a file, before any work."""
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(f"out_dir {out_dir} is a file: a run folder is a folder (a new one, or an earlier run's)")
 
 
 def existing_run(out: str | Path) -> list[str]:

@@ -39,8 +39,8 @@ from jaxlstm.report import verdict, write_report
 from jaxlstm.shards import Source, checked_shards, count_customers, n_shards, release_memory
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own
-from jaxlstm.train import (_write_atomic, before_last_visit, customer_metrics, own_answers, resume_check, row_counts,
-                           train_one)
+from jaxlstm.train import (_write_atomic, before_last_visit, check_out_dir, customer_metrics, own_answers, resume_check,
+                           row_counts, train_one)
 
 SHARDS = "shards"  # the run folder's sub-folder of shard parts
 
@@ -70,6 +70,7 @@ def train_shards(src: Source, config: Config, out_dir: str | Path | None, *, res
                  source: str = "<DataFrame>", on_bad_rows: str = "error", as_of=None,
                  n_customers: int | None = None) -> pd.DataFrame:
     """`train_all` shard by shard (see the module doc); returns the predictions of every customer."""
+    check_out_dir(out_dir)
     if out_dir is None:  # the shards need a folder: a temporary one, gone afterwards
         with tempfile.TemporaryDirectory(prefix="jaxlstm-shards-") as tmp:
             return train_shards(src, config, tmp, resume=False, progress=progress, source=source,

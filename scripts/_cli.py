@@ -13,7 +13,7 @@ from jaxlstm.errors import InputError  # noqa: E402
 
 # the library's messages name its parameters (for Python callers); on the command line, the flags
 _FLAGS = (("on_bad_rows='skip'", "--on-bad-rows skip"), ("on_bad_rows=", "--on-bad-rows "), ("as_of=", "--as-of "),
-          ("time_format=", "--time-format "), ("id_col=", "--id-col"), ("time_col=", "--time-col"))
+          ("time_format=", "--time-format "), ("out_dir ", "--out "), ("id_col=", "--id-col"), ("time_col=", "--time-col"))
 
 
 def as_flags(message: str) -> str:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import _cli
 
 
 def _write(frame, name: str) -> None:
+    Path(name).parent.mkdir(parents=True, exist_ok=True)
     if name.lower().endswith(".csv"):
         frame.to_csv(name, index=False)
     else:
@@ -30,42 +32,56 @@ def _write(frame, name: str) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=2000, help="customers")
-    p.add_argument("--visits", type=int, nargs=2, default=(20, 120), metavar=("MIN", "MAX"), help="visits per customer")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--one-off-share", type=float, default=0.05, help="share of customers with a single visit")
-    p.add_argument("--period", type=float, help="make every customer regular with this period (days)")
-    p.add_argument("--jitter", type=float, default=0.0, help="with --period: uniform +- jitter days")
-    p.add_argument("--days", type=float, help="a calendar log over this many days (--visits is then ignored)")
-    p.add_argument("--churn-share", type=float, default=0.3, help="with --days: share of customers who stop coming")
+    p.add_argument("--n", type=int, default=2000, help="customers (default 2000)")
+    p.add_argument("--visits", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="visits per customer, uniform in [MIN, MAX] (default 20 120; not with --days or --purchases)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed, the same log (default 0)")
+    p.add_argument("--one-off-share", type=float,
+                   help="share of customers with a single visit (default 0.05; not with --purchases)")
+    p.add_argument("--period", type=float, help="make every customer regular with this period (days; not with --days or --purchases)")
+    p.add_argument("--jitter", type=float, help="with --period: uniform +- jitter days (default 0)")
+    p.add_argument("--days", type=float, help="a calendar log over this many days (with --purchases its length, default 540)")
+    p.add_argument("--churn-share", type=float, help="with --days: share of customers who stop coming (default 0.3)")
     p.add_argument("--purchases", action="store_true", help="a purchase log like real ones (make_purchases)")
     p.add_argument("--date-only", action="store_true", help="with --purchases: timestamps are dates")
     p.add_argument("--truth-out", help="with --purchases: write each customer's true next visit here (.parquet or .csv)")
-    p.add_argument("--out", required=True, help=".parquet or .csv")
+    p.add_argument("--out", required=True, help=".parquet or .csv (its folder is made if missing)")
     args = p.parse_args(argv)
 
     from jaxlstm.errors import InputError
     from jaxlstm.synth import make_customers, make_log, make_purchases
 
-    if args.n < 0 or args.visits[0] < 1 or args.visits[0] > args.visits[1]:
-        raise InputError("--n must be >= 0 and --visits MIN MAX with 1 <= MIN <= MAX")
+    # an option the chosen generator does not read is an error, not silently ignored
+    kind = "--purchases" if args.purchases else "--days" if args.days is not None else None
+    unread = {"--purchases": ("--visits", "--one-off-share", "--period", "--jitter", "--churn-share"),
+              "--days": ("--visits", "--period", "--jitter"), None: ("--churn-share",)}[kind]
+    given = [f for f in unread if getattr(args, f[2:].replace("-", "_")) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply "
+                         + (f"with {kind}" if kind else "without --days"))
+    if args.jitter is not None and args.period is None:
+        raise InputError("--jitter goes with --period")
     if (args.date_only or args.truth_out) and not args.purchases:
         raise InputError("--date-only and --truth-out go with --purchases")
-    truth = None
-    if args.purchases:
-        if args.n < 0 or (args.days is not None and args.days <= 0):
-            raise InputError("--n must be >= 0 and --days > 0")
-        frame, truth = make_purchases(args.n, args.seed, 540.0 if args.days is None else args.days, date_only=args.date_only)
-    elif args.days is not None:
-        if args.days <= 0 or not 0 <= args.churn_share <= 1:
-            raise InputError("--days must be > 0 and --churn-share in [0, 1]")
-        frame = make_log(args.n, args.seed, args.days, args.churn_share, one_off_share=args.one_off_share)
-    else:
-        frame = make_customers(args.n, args.seed, tuple(args.visits), one_off_share=args.one_off_share,
-                               period=args.period, jitter=args.jitter)
-    for name in [args.out] + ([args.truth_out] if truth is not None and args.truth_out else []):
+    visits = tuple(args.visits or (20, 120))
+    one_off = 0.05 if args.one_off_share is None else args.one_off_share
+    churn = 0.3 if args.churn_share is None else args.churn_share
+    if args.n < 0 or visits[0] < 1 or visits[0] > visits[1]:
+        raise InputError("--n must be >= 0 and --visits MIN MAX with 1 <= MIN <= MAX")
+    if not 0 <= one_off <= 1 or not 0 <= churn <= 1:
+        raise InputError("--one-off-share and --churn-share must be in [0, 1]")
+    if args.days is not None and args.days <= 0:
+        raise InputError("--days must be > 0")
+    for name in [args.out] + ([args.truth_out] if args.truth_out else []):
         if not name.lower().endswith((".csv", ".parquet", ".pq")):
             raise InputError(f"{name}: expected a .parquet or .csv file name")
+    truth = None
+    if args.purchases:
+        frame, truth = make_purchases(args.n, args.seed, 540.0 if args.days is None else args.days, date_only=args.date_only)
+    elif args.days is not None:
+        frame = make_log(args.n, args.seed, args.days, churn, one_off_share=one_off)
+    else:
+        frame = make_customers(args.n, args.seed, visits, one_off_share=one_off, period=args.period, jitter=args.jitter or 0.0)
     _write(frame, args.out)
     if truth is not None and args.truth_out:
         _write(truth, args.truth_out)

@@ -23,11 +23,13 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="predictions file (.parquet or .csv)")
     p.add_argument("--id-col", help="customer id column (default: the run's)")
     p.add_argument("--time-col", help="timestamp column (default: the run's)")
+    p.add_argument("--time-format", metavar="FORMAT",
+                   help="strftime format of this log's time column, e.g. '%%d/%%m/%%Y' (default: the run's data.time_format)")
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="error (default): stop at bad rows; skip: set them aside in OUT_STEM.rejected_rows.parquet")
     p.add_argument("--as-of", metavar="DATE",
                    help="answer as of this date (default: the run's as-of date, or the day after the latest visit if later): p_within_*d and "
-                        "predicted_next_visit count from it, given no visit since the last; later visits are bad rows")
+                        "predicted_next_visit count from it, given no visit since the last; later visits are left out (and counted)")
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -45,10 +47,13 @@ def main(argv=None) -> None:
 
         enable_compilation_cache()
     # a run trained in shards predicts shard by shard (memory follows the shard); else the log is read whole
-    predictions, rejected = predict_source(args.run, args.customers, args.table, args.query, id_col=args.id_col,
+    predictions, rejected, later = predict_source(args.run, args.customers, args.table, args.query, id_col=args.id_col,
                                            time_col=args.time_col, source=_cli.source_of(args),
-                                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, run=run)
+                                           on_bad_rows=args.on_bad_rows, as_of=args.as_of, run=run,
+                                           time_format=args.time_format)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if later:  # not an error: the as-of date was asked for; but nothing leaves silently
+        print(f"{later:,} visits on or after the as-of date {args.as_of} left out (not in n_visits)", file=sys.stderr)
     if args.on_bad_rows == "skip":
         stem = args.out.rsplit(".", 1)[0]
         rejected.to_parquet(f"{stem}.rejected_rows.parquet")

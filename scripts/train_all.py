@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     from jaxlstm.config import parse_set
     from jaxlstm.synth import make_log
     from jaxlstm.errors import InputError
-    from jaxlstm.train import existing_run
+    from jaxlstm.train import check_out_dir, existing_run
 
     overrides = parse_set(args.set)
     flags = (("--epochs", "train.epochs", args.epochs), ("--pooled-epochs", "train.pooled_epochs", args.pooled_epochs),
@@ -107,6 +107,7 @@ def main(argv=None) -> None:
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in --out, --overwrite replaces it: give one of them")
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
+    check_out_dir(out)
     earlier = existing_run(out)
     if earlier and not args.resume and not args.overwrite:
         raise InputError(f"--out {out} holds a run already ({', '.join(earlier[:3])}): --resume to continue it, "

@@ -51,7 +51,7 @@ def test_a_row_in_another_format_is_a_bad_row_not_a_guess(example):
         _events(odd)
     skipped = _events(odd, on_bad_rows="skip")
     assert skipped.rejected["row"].tolist() == [7] and skipped.rejected["reason"].tolist() == ["unreadable timestamp"]
-    with pytest.raises(InputError, match="no value matches time_format='%Y'"):
+    with pytest.raises(InputError, match="has no value matching time_format='%Y'"):
         _events(example, time_format="%Y")
 
 

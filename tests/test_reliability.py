@@ -23,7 +23,7 @@ from jaxlstm.errors import InputError
 from jaxlstm.predict import RunModel, add_unanswered, predict_frame
 from jaxlstm.synth import make_customers
 
-TRAIN, PREDICT = script("train_all"), script("predict")
+TRAIN, PREDICT, MAKE = script("train_all"), script("predict"), script("make_customers")
 _cli_fails = cli_fails
 
 
@@ -74,6 +74,8 @@ BAD_TRAIN = [
     (["--customers", "zero_ids.csv"], "zero_ids.csv: column 'customer_id': ids '001' and '1' are the same number"),
     (["--customers", "good.csv", "--set", "data.timezone=Mars/Olympus"], "data.timezone 'Mars/Olympus': unknown time zone"),
     (["--customers", "future.csv", "--as-of", "someday"], "--as-of 'someday': not a date"),
+    (["--customers", "good.csv", "--as-of", "01-02-2024"], "--as-of '01-02-2024': day and month could be swapped; write it as YYYY-MM-DD"),
+    (["--customers", "good.csv", "--out", "good.csv"], "--out good.csv is a file: a run folder is a folder"),
     (["--epochs", "-1"], "train.epochs must be >= 0, got -1"),
     (["--set", "data.look_back=0"], "data.look_back must be >= 1, got 0"),
     (["--set", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
@@ -97,10 +99,31 @@ BAD_TRAIN = [
 @pytest.mark.parametrize("args, message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
 def test_every_bad_input_class_is_one_line_and_exit_2(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(_files(tmp_path))
-    out = [] if "--resume" in args else ["--out", tmp_path / "run"]
+    out = [] if "--resume" in args or "--out" in args else ["--out", tmp_path / "run"]
     line = _cli_fails(TRAIN, [*args, *out, "--quiet"], capsys)
     assert line.startswith("error: ") and message in line, line
     assert not (tmp_path / "run" / "predictions.parquet").exists()
+
+
+BAD_MAKE = [
+    (["--jitter", "3"], "--jitter goes with --period"),
+    (["--one-off-share", "2"], "--one-off-share and --churn-share must be in [0, 1]"),
+    (["--purchases", "--visits", "3", "5"], "--visits does not apply with --purchases"),
+    (["--days", "30", "--period", "7"], "--period does not apply with --days"),
+    (["--churn-share", "0.2"], "--churn-share does not apply without --days"),
+    (["--date-only"], "--date-only and --truth-out go with --purchases"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_MAKE, ids=[" ".join(a) for a, _ in BAD_MAKE])
+def test_make_customers_refuses_options_it_would_ignore(args, message, tmp_path, capsys):
+    line = _cli_fails(MAKE, ["--n", "5", *args, "--out", tmp_path / "x.csv"], capsys)
+    assert line == f"error: {message}" and not (tmp_path / "x.csv").exists()
+
+
+def test_make_customers_makes_the_output_folder(tmp_path):
+    _cli.run(MAKE.main, ["--n", "5", "--days", "60", "--out", str(tmp_path / "new" / "log.parquet")])
+    assert pd.read_parquet(tmp_path / "new" / "log.parquet")["customer_id"].nunique() == 5
 
 
 def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, tiny):
@@ -118,6 +141,14 @@ def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch,
     assert sorted(pred.index) == ["a", "b", "c"] and pred.loc["c", "status"] == "all_rows_rejected"
     rejected = pd.read_parquet(tmp_path / "p.rejected_rows.parquet")
     assert rejected[["row", "customer_id", "reason"]].values.tolist() == [[5, "c", "missing timestamp"]]
+    # a log written day-first, read with predict's own --time-format; visits after --as-of are left out and counted
+    capsys.readouterr()
+    _cli.run(PREDICT.main, ["--run", "run", "--customers", "ambiguous.csv", "--out", "p.parquet", "--time-format", "%d/%m/%Y",
+                            "--as-of", "2024-03-01"])
+    assert "2 visits on or after the as-of date 2024-03-01 left out (not in n_visits)" in capsys.readouterr().err
+    pred = pd.read_parquet(tmp_path / "p.parquet").set_index("customer_id")
+    assert pred.loc["a", "last_visit"] == pd.Timestamp("2024-02-01") and pred.loc["a", "n_visits"] == 1
+    assert pred.loc["b", "status"] == "too_few_visits"
     # a run folder written by a jaxlstm with another parameter layout is refused, not misread
     capsys.readouterr()
     answers = tmp_path / "run" / "answers.json"
@@ -197,7 +228,7 @@ def test_skip_conserves_rows_and_customers(raw, as_of, look_back):
     try:
         checked = check_events(raw, source="fuzz.parquet", on_bad_rows="skip", as_of=as_of)
     except InputError as e:  # allowed only when nothing usable is left, or a whole column is unreadable
-        assert any(m in str(e) for m in ("every row is bad", "no visit before the as-of date", "no value reads as",
+        assert any(m in str(e) for m in ("every row is bad", "no visit before the as-of date", "no value that reads as",
                                          "day-first or month-first")), str(e)
         return
     # every row is used, merged into a visit at the same timestamp, after the as-of date, or rejected

@@ -141,7 +141,7 @@ def test_predict_source_on_an_unsharded_run_reads_the_log_whole(tiny, log, tmp_p
     path = tmp_path / "log.parquet"
     log.to_parquet(path)
     trained = train_all(log, tiny, tmp_path / "run", progress=False)
-    predicted, rejected = predict_source(tmp_path / "run", path)
+    predicted, rejected, _ = predict_source(tmp_path / "run", path)
     assert len(rejected) == 0
     pd.testing.assert_series_equal(predicted["predicted_interval_days"], trained["predicted_interval_days"])
 
@@ -171,7 +171,7 @@ def test_a_shard_no_customer_hashed_to_is_skipped(tmp_path):
     out = train_all(log, tiny_with(train__shard_customers=1), tmp_path, progress=False)
     assert sorted(out["customer_id"]) == sorted(chosen)
     assert not (tmp_path / "shards" / "00002").exists()
-    predicted, _ = predict_source(tmp_path, _parquet(log, tmp_path / "log.parquet"))
+    predicted, _, _ = predict_source(tmp_path, _parquet(log, tmp_path / "log.parquet"))
     np.testing.assert_allclose(predicted.set_index("customer_id").loc[out["customer_id"], "predicted_interval_days"],
                                out["predicted_interval_days"], rtol=1e-6)
 

@@ -60,6 +60,10 @@ def parse_as_of(value: str | pd.Timestamp | None, timezone: str = "UTC") -> pd.T
     date means midnight at its start)."""
     if value is None:
         return None
+    swappable = re.match(r"\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b", value) if isinstance(value, str) else None
+    if swappable and swappable[1] != swappable[2] and max(int(swappable[1]), int(swappable[2])) <= 12:
+        # as with the time column (infer_format): a date whose day and month could be swapped is not guessed
+        raise InputError(f"as_of={value!r}: day and month could be swapped; write it as YYYY-MM-DD")
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
@@ -356,7 +360,7 @@ def _parse_times(raw: pd.Series, col: str, source: str, reason: np.ndarray, time
             numbers = bool(uniques.str.fullmatch(r"[+-]?\d+(\.\d*)?").all())
             examples = ", ".join(repr(v) for v in uniques.head(2))
             what = ("holds numbers, not timestamps" if numbers and not time_format else
-                    f"no value matches time_format={time_format!r}" if time_format else "no value reads as a date or time")
+                    f"has no value matching time_format={time_format!r}" if time_format else "has no value that reads as a date or time")
             raise InputError(f"{source}: column '{col}' {what} (e.g. {examples}); is time_col= the right column?")
         values = pd.Series(read.to_numpy()[pd.Index(uniques).get_indexer(text[ok])], index=text[ok].index)
         unread = np.zeros(len(raw), bool)
