@@ -287,7 +287,7 @@ def evaluate_run(hist: Histories, q: Questions, bins: tuple[float, ...], pooled:
     rep["customers_model_chosen"] = int(use_own.sum())
     frame = pd.DataFrame({
         "customer_id": hist.ids[q.owner],
-        "n_visits": visits,
+        "visits_before": visits,  # the visits the question is answered from (not predictions' n_visits: one more)
         "actual_days": q.target,
         "headline": ~s,
         "answered_by": np.where(use_own, "per_customer", fallback_kind(visits, fallback_by)),

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
-from jaxlstm.progress import bar as progress_bar, say
+from jaxlstm.progress import LogLines, bar as progress_bar, say
 
 from jaxlstm import checkpoint, distributed
 from jaxlstm.config import Config
@@ -295,8 +295,9 @@ def fit(prep: Prepared, config: Config, ckpt_dir: Path | None = None, resume: bo
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
-                        customer_epochs_s=f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}")
+        rate = {} if isinstance(bar, LogLines) else {  # a log line says customers/s itself; tqdm's bar counts epochs
+            "customers/s": f"{n_model * (epoch + 1 - start) / max(row['seconds'], 1e-9):,.0f}"}
+        bar.set_postfix({"loss": f"{row['train_loss']:.4f}", "val": f"{row['val_loss']:.4f}", **rate})
         last = epoch + 1 == t.epochs or all_done
         if mngr is not None and ((epoch + 1) % t.checkpoint_every == 0 or last):
             # every process saves the same gathered tree; Orbax writes it once (process 0)

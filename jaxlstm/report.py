@@ -193,10 +193,13 @@ def _as_of_section(as_of: dict, plots: Path) -> list[str]:
     c = bt["concordance"]
     lines = head + [
         f"`predictions.parquet` answers as of {as_of['date']} (`--as-of`): `p_within_{{k}}d` is the chance of a visit "
-        "within k days of it given none since the last visit, `predicted_next_visit` the median date of the next "
-        "visit (empty where the customer is more likely gone than back), `expected_wait_days` the expected wait "
+        "within k days of it given none since the last visit, `predicted_next_visit` the date of the next visit "
+        "*if the customer comes back* (`p_gone` is the chance it does not: rank who comes back first by "
+        "`expected_wait_days` or `p_within_{k}d`, not by this date), `expected_wait_days` the expected wait "
         "counting at most the horizon. Backtest: the same answers as of "
-        f"{bt['cut']} from the log before it, scored on what followed ({bt['customers']:,} customers, "
+        f"{bt['cut']}, the horizon before {bt['as_of']} (the as-of date, or the day after the log's latest visit "
+        "where that is earlier: what followed must be known), from the log before it, scored on what followed "
+        f"({bt['customers']:,} customers, "
         f"{bt['back_within_horizon']:.1%} came back within the horizon).",
         "",
         "| ranking of who comes back first | concordance |",

@@ -28,10 +28,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--timezone", metavar="ZONE",
                    help="count days on this clock, e.g. Europe/Berlin: zoned timestamps are converted to it (data.timezone; default UTC)")
     p.add_argument("--epochs", type=int,
-                   help="epochs of the customers' own models (train.epochs; each stops earlier on its own); the shared "
+                   help="epochs of the customers' own models (train.epochs, default 60; each stops earlier on its own); the shared "
                         "models: --pooled-epochs and train.survival_epochs. Mode pooled trains no own model: an error there")
-    p.add_argument("--pooled-epochs", type=int, help="epochs of the shared (pooled) model (train.pooled_epochs)")
-    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--pooled-epochs", type=int, help="epochs of the shared (pooled) model (train.pooled_epochs, default 20)")
+    p.add_argument("--seed", type=int, help="random seed of every model (train.seed, default 0): the same seed, data and config, the same run")
     p.add_argument("--shard-customers", type=int, metavar="N",
                    help="customers per shard (train.shard_customers, default 50,000): a log of more is read and trained "
                         "shard by shard, so memory follows N, not the log; the shared models learn from the first shard")
@@ -55,7 +55,7 @@ def parse(argv=None) -> argparse.Namespace:
                    help="answer as of this date (default: the day after the latest visit): p_within_*d and "
                         "predicted_next_visit count from it, given no visit since the last; later visits are left out of "
                         "training and scored on")
-    p.add_argument("--sample-customers", type=int, default=2000, help="size of the generated sample (no --customers)")
+    p.add_argument("--sample-customers", type=int, default=2000, help="size of the generated sample (no --customers; default 2000)")
     p.add_argument("--coordinator", metavar="HOST:PORT",
                    help="several processes (one per machine, or several on one): process 0's address; each process trains "
                         "its own chunks of customers and process 0 writes the outputs (default: $JAX_COORDINATOR_ADDRESS)")

@@ -44,6 +44,7 @@ def _files(tmp_path):
         "numbers.csv": "customer_id,timestamp\na,1704067200\na,1704412800\nb,1704153600\n",
         "text_amount.csv": "customer_id,timestamp,amount\na,2024-01-01,lots\na,2024-01-05,few\n",
         "zero_ids.csv": "customer_id,timestamp\n001,2024-01-01\n1,2024-01-05\n",
+        "semicolons.csv": "customer_id;timestamp\na;2024-01-01\n",
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -71,6 +72,8 @@ BAD_TRAIN = [
                                      "'1704412800')"),
     (["--customers", "text_amount.csv", "--extra-col", "amount"],
      "text_amount.csv: column 'amount' holds str values, not numbers (e.g. 'lots', 'few')"),
+    (["--customers", "semicolons.csv"], "semicolons.csv: missing column 'customer_id' (columns: customer_id;timestamp; choose "
+                                        "another with --id-col; the file looks ';'-separated: write it with commas)"),
     (["--customers", "zero_ids.csv"], "zero_ids.csv: column 'customer_id': ids '001' and '1' are the same number"),
     (["--customers", "good.csv", "--set", "data.timezone=Mars/Olympus"], "data.timezone 'Mars/Olympus': unknown time zone"),
     (["--customers", "future.csv", "--as-of", "someday"], "--as-of 'someday': not a date"),

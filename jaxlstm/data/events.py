@@ -171,7 +171,9 @@ def check_events(
     for col, flag in ((id_col, "id_col="), (time_col, "time_col="), *((c, "data.extra_cols") for c in extra_cols)):
         if col not in df.columns:
             cols = ", ".join(map(str, df.columns[:10]))
-            raise InputError(f"{source}: missing column '{col}' (columns: {cols}; choose another with {flag})")
+            sep = next((c for c in (";", "\t", "|") if len(df.columns) == 1 and c in str(df.columns[0])), None)
+            hint = f"; the file looks {'tab' if sep == chr(9) else repr(sep)}-separated: write it with commas" if sep else ""
+            raise InputError(f"{source}: missing column '{col}' (columns: {cols}; choose another with {flag}{hint})")
     pos = np.arange(len(df)) if positions is None else np.asarray(positions, np.int64)
     raw_ids = df[id_col].reset_index(drop=True)
     raw = df[time_col].reset_index(drop=True)
