@@ -77,6 +77,7 @@ def main(argv=None) -> None:
         raise InputError(f"--coordinator, --num-processes, --process-id: {e}") from None
     from jaxlstm import load_config, train_all
     from jaxlstm.config import parse_set
+    from jaxlstm.data.events import parse_as_of
     from jaxlstm.synth import make_log
     from jaxlstm.errors import InputError
     from jaxlstm.train import check_out_dir, existing_run
@@ -106,6 +107,7 @@ def main(argv=None) -> None:
         raise InputError("--resume needs --out: the run folder to continue")
     if args.resume and args.overwrite:
         raise InputError("--resume continues the run in --out, --overwrite replaces it: give one of them")
+    parse_as_of(args.as_of, config.data.timezone)  # a bad date is named before anything about the folder
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     check_out_dir(out)
     earlier = existing_run(out)
