@@ -32,7 +32,8 @@ PER_CUSTOMER, FINETUNED, NONE = "per_customer", "finetuned", "none"
 OWN = (PER_CUSTOMER, FINETUNED)
 # `status` column values: only whether the answer is healthy (who answered is `model`):
 # ok; too_few_visits (no interval to answer from, or mode per_customer without enough visits for an own model);
-# unknown_customer (predict.py: not in the run, where the run's own models would have answered);
+# unknown_customer (predict.py: no own model in the run, new to it or too short a history then, where the run's own
+# models would answer now);
 # diverged (the customer's own model went non-finite); all_rows_rejected
 OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED = "ok", "too_few_visits", "unknown_customer", "diverged", "all_rows_rejected"
 STATUSES = (OK, TOO_FEW, UNKNOWN, DIVERGED, REJECTED)
@@ -251,7 +252,7 @@ def answer_status(run: RunModel, hist: Histories, windows: Windows, model: np.nd
     # own models learn from a customer's visits before its last (its question, evaluate.py): they need a window
     # there, i.e. two in the whole history
     could_have_own = np.diff(windows.offsets) >= 2
-    # a customer the run's own models would have answered, had it been in the run
+    # a customer the run's own models would answer, had the run given it one (new to the run, or too short then)
     unknown = ~known & could_have_own & (len(run.keys) > 0) & own_here & (mode != "pooled")
     too_few = ~np.isfinite(days) | ((mode == "per_customer") & ~np.isin(model, OWN))
     status = np.full(len(days), OK, dtype=object)

@@ -67,7 +67,7 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
         *links,
         "",
         *_as_of_section(metrics.get("as_of") or {}, plots),
-        f"Training: own models {metrics['epochs_run']} epochs in {metrics['seconds_train']:.1f} s "
+        f"Training: {own_epochs(metrics)} "
         f"(+{metrics['seconds_compile']:.1f} s compile); shared model {len(metrics.get('pooled_history') or [])} epochs"
         + (f" (its day answers x {metrics['pooled_scale']:.3f}: the factor that fits the selection customers' questions best)"
            if metrics.get("pooled_history") and "pooled_scale" in metrics else "") + ", "
@@ -180,6 +180,14 @@ def _reading_section(predictions: pd.DataFrame | None, metrics: dict) -> list[st
 def _skill(ev: dict, mode: str) -> str:
     s = ev.get("skill", {}).get("5+ visits", {})
     return f"{s[mode]:+.1%} against `{s['best_baseline']}`" if s.get(mode) is not None else "none scored"
+
+
+def own_epochs(metrics: dict) -> str:
+    """'own models N epochs in S s', with the epochs of this call apart after a --resume."""
+    total, this = len(metrics.get("history") or []), metrics["epochs_run"]
+    if total > this:  # resumed: the history holds the earlier calls' epochs too
+        return f"own models {total} epochs ({this} of them in this call, {metrics['seconds_train']:.1f} s)"
+    return f"own models {this} epochs in {metrics['seconds_train']:.1f} s"
 
 
 def _as_of_section(as_of: dict, plots: Path) -> list[str]:

@@ -99,6 +99,13 @@ def train_all(
       the predictions table: exactly one row per customer in `events` (see DESIGN.md); customers
       all of whose rows were rejected come last, with status "all_rows_rejected".
     """
+    if not isinstance(events, pd.DataFrame):
+        raise InputError(f"events must be a pandas DataFrame of visits, got {type(events).__name__} "
+                         "(a file: pandas.read_parquet / read_csv it, or use scripts/train_all.py --customers)")
+    if config is not None and not isinstance(config, Config):
+        raise InputError(f"config must be a Config, got {type(config).__name__} (a TOML file: jaxlstm.load_config(path))")
+    if resume and out_dir is None:
+        raise InputError("resume=True needs out_dir: the run folder to continue")
     config = config or Config()
     n = events[config.data.id_col].nunique() if config.data.id_col in events.columns else 0
     if n > config.train.shard_customers:  # shard by shard, so memory follows the shard (shards.py)
@@ -224,6 +231,8 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
         checkpoint.save_shared(out / "survival", survival.params, survival.center)
     if on_bad_rows == "skip":
         _write_atomic(out / "rejected_rows.parquet", checked.rejected.to_parquet)
+    else:  # an earlier run's in this folder would describe rows this run never saw
+        (out / "rejected_rows.parquet").unlink(missing_ok=True)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)

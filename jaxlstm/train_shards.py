@@ -260,6 +260,8 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
     rejected = pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable") if rejected else None
     if rejected is not None and len(rejected):
         _write_atomic(out / "rejected_rows.parquet", rejected.to_parquet)
+    else:  # an earlier run's in this folder would describe rows this run never saw
+        (out / "rejected_rows.parquet").unlink(missing_ok=True)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
 
     metrics = json.loads((out / "metrics.json").read_text())  # shard 0's, counted again over every shard below

@@ -78,6 +78,7 @@ def main(argv=None) -> None:
     from jaxlstm import load_config, train_all
     from jaxlstm.config import parse_set
     from jaxlstm.data.events import parse_as_of
+    from jaxlstm.report import own_epochs
     from jaxlstm.synth import make_log
     from jaxlstm.errors import InputError
     from jaxlstm.train import check_out_dir, existing_run
@@ -133,7 +134,7 @@ def main(argv=None) -> None:
     mode = config.model.mode
     answered = ", ".join(f"{k} {v:,}" for k, v in m["answers_by_model"].items())
     status = ", ".join(f"{k} {v:,}" for k, v in m["status_counts"].items())
-    trained = [f"own models {m['epochs_run']} epochs in {m['seconds_train']:.1f} s (+{m['seconds_compile']:.1f} s compile)"
+    trained = [f"{own_epochs(m)} (+{m['seconds_compile']:.1f} s compile)"
                if m["customers_with_model"] else "no own models",
                f"shared model {len(m.get('pooled_history') or [])} epochs",
                f"survival model {len((m.get('as_of') or {}).get('survival_history') or [])} epochs"]

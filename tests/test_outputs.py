@@ -257,3 +257,11 @@ def test_a_run_leaves_global_jax_and_matplotlib_settings_alone(tmp_path):
     finally:
         jax.config.update("jax_compilation_cache_dir", saved_dir)
         matplotlib.use(saved_backend)
+
+
+def test_training_line_counts_every_epoch_and_this_calls_after_a_resume():
+    from jaxlstm.report import own_epochs
+
+    fresh = {"history": [{}] * 3, "epochs_run": 3, "seconds_train": 1.25}
+    assert own_epochs(fresh) == "own models 3 epochs in 1.2 s"
+    assert own_epochs({**fresh, "history": [{}] * 5, "epochs_run": 2}) == "own models 5 epochs (2 of them in this call, 1.2 s)"

@@ -199,6 +199,18 @@ def test_skip_sets_bad_rows_aside_with_reasons_and_keeps_every_customer(tmp_path
     ghost = pred.set_index("customer_id").loc["ghost"]  # its only readable visit is after the as-of date
     assert ghost["status"] == "too_few_visits" and np.isnan(ghost["predicted_interval_days"]) and ghost["n_visits"] == 0
     assert metrics["customers"] == len(pred) == 13
+    # the same folder overwritten by a run of a clean log: no rejected rows of the earlier run are left behind
+    train_all(events, tiny, run, progress=False)
+    assert not (run / "rejected_rows.parquet").exists()
+
+
+def test_api_misuse_is_an_input_error_naming_the_parameter(tiny):
+    with pytest.raises(InputError, match="events must be a pandas DataFrame of visits, got str"):
+        train_all("visits.csv", tiny)
+    with pytest.raises(InputError, match=r"config must be a Config, got str \(a TOML file: jaxlstm.load_config\(path\)\)"):
+        train_all(make_customers(3, seed=0), "configs/tiny.toml")
+    with pytest.raises(InputError, match="resume=True needs out_dir"):
+        train_all(make_customers(3, seed=0), tiny, resume=True)
 
 
 # --- conservation under random input -------------------------------------------------------------
