@@ -20,7 +20,7 @@ from jaxlstm.data.events import canonical_ids, check_events
 from jaxlstm.data.intervals import histories
 from jaxlstm.data.windows import make_windows
 from jaxlstm.errors import InputError
-from jaxlstm.predict import RunModel, add_unanswered, predict_frame
+from jaxlstm.predict import RunModel, add_unanswered, load_run, predict_frame
 from jaxlstm.synth import make_customers
 
 TRAIN, PREDICT, MAKE = script("train_all"), script("predict"), script("make_customers")
@@ -152,6 +152,12 @@ def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch,
     pred = pd.read_parquet(tmp_path / "p.parquet").set_index("customer_id")
     assert pred.loc["a", "last_visit"] == pd.Timestamp("2024-02-01") and pred.loc["a", "n_visits"] == 1
     assert pred.loc["b", "status"] == "too_few_visits"
+    # an as-of date before the run's own: its models learned from later visits, which predict.py says
+    logged = make_customers(6, seed=1, visits=(6, 9))
+    logged.to_csv(tmp_path / "trained.csv", index=False)
+    early = load_run(tmp_path / "run").as_of - pd.Timedelta(days=30)
+    _cli.run(PREDICT.main, ["--run", "run", "--customers", "trained.csv", "--out", "p.parquet", "--as-of", f"{early:%Y-%m-%d}"])
+    assert f"warning: --as-of {early:%Y-%m-%d} is before the run's as-of date" in capsys.readouterr().err
     # a run folder written by a jaxlstm with another parameter layout is refused, not misread
     capsys.readouterr()
     answers = tmp_path / "run" / "answers.json"
