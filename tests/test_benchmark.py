@@ -31,6 +31,8 @@ def test_throughput_json_schema_and_arithmetic(tmp_path, capsys):
                 "peak_rss_mb", "loop_seconds_per_customer"):
         assert r[key] > 0, key
     assert r["repeats"] == 2 and r["seconds_train"] == min(r["seconds_train_runs"]) and len(r["seconds_train_runs"]) == 2
+    fastest = r["seconds_train_runs"].index(r["seconds_train"])
+    assert r["gflops_peak_measured"] == r["gflops_peak_runs"][fastest]  # the matmul rate timed beside that run
     assert r["customers_per_s"] == pytest.approx(r["customers_with_model"] / r["seconds_train"])
     assert r["customers_per_s_steady"] == pytest.approx(r["customers_with_model"] / (r["epochs"] * r["seconds_steady_epoch"]))
     assert r["window_steps_per_s"] == pytest.approx(r["windows"] * r["epochs"] / r["seconds_train"])
