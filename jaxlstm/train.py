@@ -229,10 +229,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
         checkpoint.save_shared(out / "pooled", pooled.params, pooled.center)
     if survival is not None:
         checkpoint.save_shared(out / "survival", survival.params, survival.center)
-    if on_bad_rows == "skip":
-        _write_atomic(out / "rejected_rows.parquet", checked.rejected.to_parquet)
-    else:  # an earlier run's in this folder would describe rows this run never saw
-        (out / "rejected_rows.parquet").unlink(missing_ok=True)
+    write_rejected(out, checked.rejected if on_bad_rows == "skip" else None)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
     metrics = run_metrics(prep, config, result, predictions, per_customer, seconds_prepare=t_prep,
                           seconds_total=time.perf_counter() - t_start)
@@ -363,6 +360,15 @@ def customer_metrics(prep: Prepared, result: Fit, run: RunModel, config: Config)
 RESUME_FREE = ("train.checkpoint_every", "train.compilation_cache")
 
 
+def write_rejected(out: Path, rejected: pd.DataFrame | None) -> None:
+    """out/rejected_rows.parquet holds `rejected`; with None there is none, not even an earlier run's in this
+    folder, which would describe rows this run never saw."""
+    if rejected is not None:
+        _write_atomic(out / "rejected_rows.parquet", rejected.to_parquet)
+    else:
+        (out / "rejected_rows.parquet").unlink(missing_ok=True)
+
+
 def check_out_dir(out_dir: str | Path | None) -> None:
     """Refuse a run folder that is a file, before any work."""
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -447,9 +453,15 @@ def input_warnings(checked: Checked, as_of: pd.Timestamp, horizon_days: float, s
         out.append(f"{source}: {int(far.sum()):,} visits lie more than {horizon_days:g} days after 99.9% of the log "
                    f"(latest {times.max():%Y-%m-%d}, at rows/lines {shown}); "
                    + ("the as-of date follows them" if not explicit else "check them") + ": a typo in a year?")
+    late = after_today(as_of)
+    return out + ([late] if late else [])
+
+
+def after_today(as_of: pd.Timestamp) -> str | None:
+    """The warning for an as-of date after today (train_all.py and predict.py), else None."""
     if as_of > pd.Timestamp.now() + pd.Timedelta(days=1):
-        out.append(f"the as-of date {as_of:%Y-%m-%d} is after today: answers count time that has not passed yet")
-    return out
+        return f"the as-of date {as_of:%Y-%m-%d} is after today: answers count time that has not passed yet"
+    return None
 
 
 def row_counts(checked: Checked, n_read: int) -> dict[str, Any]:

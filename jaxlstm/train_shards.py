@@ -40,7 +40,7 @@ from jaxlstm.shards import Source, checked_shards, count_customers, n_shards, re
 from jaxlstm.step import kept_params
 from jaxlstm.survival import default_as_of, fit_own
 from jaxlstm.train import (_write_atomic, before_last_visit, check_out_dir, customer_metrics, own_answers, resume_check,
-                           row_counts, train_one)
+                           row_counts, train_one, write_rejected)
 
 SHARDS = "shards"  # the run folder's sub-folder of shard parts
 
@@ -258,10 +258,7 @@ def _finish(out: Path, config: Config, plan: dict, parts: list[Path], S: int, pr
         _write_atomic(out / "customer_metrics.parquet", pd.concat(own, ignore_index=True).to_parquet)
     rejected = [pd.read_parquet(shard_dir(out, k) / "rejected.parquet") for k in done]
     rejected = pd.concat(rejected, ignore_index=True).sort_values("row", kind="stable") if rejected else None
-    if rejected is not None and len(rejected):
-        _write_atomic(out / "rejected_rows.parquet", rejected.to_parquet)
-    else:  # an earlier run's in this folder would describe rows this run never saw
-        (out / "rejected_rows.parquet").unlink(missing_ok=True)
+    write_rejected(out, rejected if rejected is not None and len(rejected) else None)
     _write_atomic(out / "predictions.parquet", predictions.to_parquet)
 
     metrics = json.loads((out / "metrics.json").read_text())  # shard 0's, counted again over every shard below

@@ -34,8 +34,6 @@ def main(argv=None) -> None:
 
     from pathlib import Path
 
-    import pandas as pd
-
     from jaxlstm.errors import InputError
     from jaxlstm.predict import in_shards, load_run, predict_source
 
@@ -50,14 +48,15 @@ def main(argv=None) -> None:
         enable_compilation_cache()
     if args.as_of is not None:  # allowed, but not without a word: both make every as-of answer misleading
         from jaxlstm.data.events import parse_as_of
+        from jaxlstm.train import after_today
 
         when = parse_as_of(args.as_of, run.config.data.timezone)
         if run.as_of is not None and when < run.as_of:
             print(f"warning: --as-of {when:%Y-%m-%d} is before the run's as-of date {run.as_of:%Y-%m-%d}: its models "
                   "learned from visits after it", file=sys.stderr)
-        if when > pd.Timestamp.now() + pd.Timedelta(days=1):
-            print(f"warning: the as-of date {when:%Y-%m-%d} is after today: answers count time that has not passed yet",
-                  file=sys.stderr)
+        late = after_today(when)
+        if late:
+            print(f"warning: {late}", file=sys.stderr)
     # a run trained in shards predicts shard by shard (memory follows the shard); else the log is read whole
     predictions, rejected, later = predict_source(args.run, args.customers, args.table, args.query, id_col=args.id_col,
                                            time_col=args.time_col, source=_cli.source_of(args),
