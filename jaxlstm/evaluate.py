@@ -69,6 +69,31 @@ def questions(hist: Histories, seeds: np.ndarray, share: float = SELECTION_SHARE
     return Questions(owner, pos, hist.intervals[hist.offsets[owner] + pos], selection)
 
 
+STEP_ALPHA = 0.025  # one-sided, each way: a step is taken only where the latest gaps differ beyond noise
+
+
+def step_factor(hist: Histories, alpha: float = STEP_ALPHA) -> float:
+    """How much longer the gap after a customer's latest visit is than its latest gap, for the whole log:
+    the median of the customers' latest intervals over the median of the intervals just before them,
+    among customers with two or more. 1 unless the latest gaps are longer (or shorter) than the ones
+    before beyond noise: a sign test over those customers' pairs at level `alpha` each way (with gaps
+    exchangeable within a customer, as when they are i.i.d., either is longer half of the time).
+
+    Why: every answer here is fit to the yardstick's question, a customer's latest gap answered from the
+    visits before it (the shared model's scale, the choice of answer). The question users ask is the gap
+    after it, one step on. Gaps lengthen towards the end of a history (customers age and slow down before
+    they stop), and this is the log's own measure of one such step."""
+    end = hist.offsets[1:][np.diff(hist.offsets) >= 2]
+    latest, before = hist.intervals[end - 1], hist.intervals[end - 2]
+    longer, shorter = int((latest > before).sum()), int((latest < before).sum())
+    if longer + shorter == 0 or stats.binomtest(longer, longer + shorter).pvalue >= 2 * alpha:
+        return 1.0
+    top, bottom = float(np.median(latest)), float(np.median(before))
+    if top <= 0 or bottom <= 0 or (top > bottom) != (longer > shorter):  # the medians disagree with the pairs
+        return 1.0
+    return top / bottom
+
+
 def customer_baselines(hist: Histories, seen: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Each baseline's answer [N] (days) per customer from the intervals marked `seen` (default all)."""
     seen = np.ones(len(hist.intervals), bool) if seen is None else seen

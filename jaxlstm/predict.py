@@ -55,7 +55,8 @@ class RunModel:
     survival: the survival model behind the as-of answers (p_within_*d, predicted_next_visit), if trained;
     own_survival: customers' own survival models (modes per_customer, finetune), answering for them;
     as_of: the run's as-of date: predict's default when no later visit is in the log;
-    own_buckets: history buckets (evaluate.BUCKETS) in which own models answer (None: every bucket).
+    own_buckets: history buckets (evaluate.BUCKETS) in which own models answer (None: every bucket);
+    step: every day answer's factor from the latest gap to the next (evaluate.step_factor; 1: none).
     """
 
     config: Config
@@ -71,6 +72,7 @@ class RunModel:
     as_of: pd.Timestamp | None = None  # the date the run answered as of
     own_buckets: tuple[str, ...] | None = None
     population: dict[str, float] | None = None  # one-number baselines of a run in shards (else from the log predicted)
+    step: float = 1.0
 
 
 def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
@@ -135,7 +137,7 @@ def load_run(run_dir: str | Path, shard: int = 0, own: bool = True) -> RunModel:
     own_buckets = tuple(saved["own_models_answer_in"]) if saved and "own_models_answer_in" in saved else None
     population = saved.get("population") if saved and (run_dir / "shards" / "plan.json").exists() else None
     return RunModel(config, keys, center, params, diverged, answers, fallback_by, pooled, survival, own_survival, run_as_of,
-                    own_buckets, population)
+                    own_buckets, population, float((saved or {}).get("step_factor", 1.0)))  # older runs: none
 
 
 def _restore_customers(directory: Path, step: int, config: Config, n: int, n_feat: int) -> tuple[CustomerState, np.ndarray]:
@@ -203,6 +205,8 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
     else:
         days[idx] = decode(out[:, 0] + run.center[row[idx]])
     days = np.where(use, days, fallback_days)
+    if not cfg.n_classes:  # a class answer is its bin's value; a day answer is asked of the next gap
+        days = days * run.step
     model[use] = FINETUNED if cfg.model.mode == "finetune" else PER_CUSTOMER
     status = answer_status(run, hist, windows, model, days, known, diverged)
     if cfg.n_classes:  # a baseline's answer is its bin, with certainty
@@ -211,7 +215,7 @@ def predict_frame(run: RunModel, hist: Histories, windows: Windows, compiled: Co
 
     frame = pd.DataFrame(
         {
-            "customer_id": hist.ids,
+            "customer_id": ids_column(hist.ids),
             "n_visits": hist.n_visits,
             "last_visit": hist.last_visit,
             "predicted_interval_days": days,
@@ -285,7 +289,14 @@ def add_orphans(frame: pd.DataFrame, orphans: np.ndarray, status: str = REJECTED
         return frame
     extra = pd.DataFrame({"customer_id": orphans, "n_visits": 0, "model": NONE, "status": status})
     out = pd.concat([frame, extra.astype({"n_visits": frame["n_visits"].dtype})], ignore_index=True)
+    out["customer_id"] = ids_column(out["customer_id"].to_numpy(object))
     return out[frame.columns]
+
+
+def ids_column(ids: np.ndarray) -> pd.Series:
+    """The customer ids as the log had them: integer ids as int64, text as text (not a column of
+    Python objects), the type a parquet file of the predictions has too."""
+    return pd.Series(ids, dtype=object).infer_objects()
 
 
 def add_unanswered(frame: pd.DataFrame, checked: Checked) -> pd.DataFrame:

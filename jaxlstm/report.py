@@ -64,6 +64,7 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
         "Answering where no own model does (`auto`), by visits: "
         + ", ".join(f"{k}: `{v}`" for k, v in ev["fallback_by_history"].items()) + ".",
         "",
+        *_step_lines(metrics.get("step_factor")),
         *links,
         "",
         *_as_of_section(metrics.get("as_of") or {}, plots),
@@ -76,6 +77,20 @@ def write_report(out: Path, metrics: dict, holdout: pd.DataFrame, predictions: p
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def _step_lines(step: float | None) -> list[str]:
+    """What the tables above do not score: the step from the latest gap to the next (evaluate.step_factor)."""
+    if step is None:  # model.step_to_next off, class answers, or a run written before the step
+        return []
+    if step == 1.0:
+        return ["`predicted_interval_days` is the answer these tables score: a customer's latest gaps in this log are "
+                "no longer or shorter than the ones before them beyond noise (sign test), so no step is taken to the next "
+                "gap.", ""]
+    return [f"`predicted_interval_days` is the answer these tables score times **{step:.3f}**, the step to the next gap: "
+            f"in this log a customer's latest gap is {step:.3f} times the one before it (median over median, customers "
+            "with two or more; beyond noise by a sign test), and the next gap is one step on. The tables score the "
+            "latest gap, so they cannot score the step; `model.step_to_next = false` turns it off.", ""]
 
 
 def verdict(metrics: dict, predictions: pd.DataFrame, n_classes: int = 0) -> tuple[list[str], list[str]]:

@@ -31,7 +31,7 @@ from jaxlstm.data.batching import customer_seeds
 from jaxlstm.data.events import ID, TIME
 from jaxlstm.data.intervals import Histories, histories
 from jaxlstm.data.windows import make_windows
-from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, choice, customer_baselines, evaluate_run, questions
+from jaxlstm.evaluate import BUCKETS, Questions, bucket_names, choice, customer_baselines, evaluate_run, questions, step_factor
 from jaxlstm.fit import (Fit, Prepared, fit_groups, for_finetuning, group_dirs, joined, n_groups, packed, prepare,
                          trainable)
 from jaxlstm.progress import say
@@ -208,8 +208,9 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
         fallback_by = {b: "pooled" for b in fallback_by} if pooled else None
     answer_buckets = (tuple(own_buckets) if mode == "auto" else () if mode == "pooled"
                       else tuple(name for _, _, name in BUCKETS))
+    step = step_factor(hist) if config.model.step_to_next and not config.n_classes else 1.0
     run = dataclasses.replace(own, answers=answers, fallback_by=fallback_by, survival=survival, own_survival=own_survival,
-                              own_buckets=answer_buckets)
+                              own_buckets=answer_buckets, step=step)
     predictions = add_unanswered(predict_frame(run, hist, windows, result.compiled, as_of), checked)
     lap("predict")
     if out is None:
@@ -223,6 +224,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
          "population": population_answers(hist),
          "own_models_answer_in": list(answer_buckets),
          "pooled_scale": pooled_scale,
+         "step_factor": step,
          "models": {"pooled": pooled is not None, "survival": survival is not None, "own_survival": own_survival is not None}},
         indent=2)))
     if pooled is not None:
@@ -238,6 +240,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     metrics["seconds_by_stage"] = seconds_by_stage
     metrics["pooled_history"] = pooled_history
     metrics["pooled_scale"] = pooled_scale
+    metrics["step_factor"] = step if config.model.step_to_next and not config.n_classes else None  # None: off
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = row_counts(checked, n_read)

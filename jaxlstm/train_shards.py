@@ -214,7 +214,7 @@ def _train_shard(k: int, S: int, config: Config, out: Path, as_of: pd.Timestamp,
                                here / "survival_checkpoints", resume)
     run = RunModel(config, prep.hist.keys[rows], prep.center[rows], params, diverged,
                    own_answers(mode, prep.hist.n_visits[rows], shared.own_buckets or ()), shared.fallback_by,
-                   shared.pooled, shared.survival, own_survival, as_of, shared.own_buckets, shared.population)
+                   shared.pooled, shared.survival, own_survival, as_of, shared.own_buckets, shared.population, shared.step)
     predictions = predict_frame(run, hist, windows, result.compiled, as_of)
     _write_atomic(here / "customer_metrics.parquet", customer_metrics(prep, result, run, config).to_parquet)
     _write_atomic(here / "fit.json", lambda p: p.write_text(json.dumps({  # summed over shards in metrics.json

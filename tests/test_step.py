@@ -1,0 +1,81 @@
+"""The step to the next gap (evaluate.step_factor, model.step_to_next): answers are fit to each customer's
+latest gap and asked of the one after it; where a log's latest gaps are longer than the ones before beyond
+noise, every day answer is multiplied by that step (median over median), else by 1."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, visit_log
+from jaxlstm import load_config, predict, train_all
+from jaxlstm.data.events import validate_events
+from jaxlstm.data.intervals import histories
+from jaxlstm.evaluate import step_factor
+
+
+def _hist(gaps: dict):
+    return histories(validate_events(visit_log(gaps)))
+
+
+def test_the_step_by_hand():
+    rng = np.random.default_rng(0)
+    # every customer's latest gap is twice the one before (and the earlier ones anything): the step is the
+    # median of the latest over the median of the ones before
+    before = rng.uniform(5, 15, 300)
+    gaps = {f"c{i:03d}": [rng.uniform(1, 30), b, 2 * b] for i, b in enumerate(before)}
+    gaps["single"], gaps["one_gap"] = [], [40.0]  # no pair: not counted
+    hist = _hist(gaps)
+    assert step_factor(hist) == pytest.approx(np.median(2 * before) / np.median(before), rel=1e-5)  # (timestamps to the second)
+    # shorter latest gaps: a step below 1
+    assert step_factor(_hist({k: [g[0], g[2], g[1]] for k, g in gaps.items() if len(g) == 3})) == pytest.approx(0.5, rel=1e-5)
+    # i.i.d. gaps: either of the two is longer half of the time, and no step is taken
+    iid = {f"c{i:03d}": rng.exponential(10.0, 6) for i in range(2000)}
+    assert step_factor(_hist(iid)) == 1.0
+    # a real step among few customers is not beyond noise: 5 of 6 longer (sign test p = 0.22)
+    few = {f"c{i}": [10.0, 10.0 + i] for i in range(1, 6)} | {"c0": [10.0, 9.0]}
+    assert step_factor(_hist(few)) == 1.0
+    # the same pattern 40 times is (p < 1e-6): ratio of the medians
+    many = {f"c{i}_{j}": g for j in range(40) for i, g in enumerate(few.values())}
+    assert step_factor(_hist(many)) == pytest.approx(np.median([10.0 + i for i in range(1, 6)] + [9.0]) / 10.0)
+    assert step_factor(_hist({"a": [], "b": [3.0]})) == 1.0  # no customer with two gaps
+
+
+def _slowing(n: int, seed: int) -> dict:
+    """Customers whose gaps grow by 1.6 each visit: the latest gap is 1.6 times the one before."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        k = int(rng.integers(2, 7))
+        out[f"c{i:04d}"] = rng.uniform(4, 12) * 1.6 ** np.arange(k) * rng.lognormal(0, 0.15, k)
+    return out
+
+
+def test_a_run_multiplies_every_day_answer_by_its_step_and_keeps_it(tmp_path):
+    log = visit_log(_slowing(400, seed=1))
+    cfg = load_config(ROOT / "configs" / "tiny.toml", {"train.pooled_epochs": 2, "train.survival_epochs": 0, "train.epochs": 3})
+    stepped = train_all(log, cfg, tmp_path / "on", progress=False)
+    off = train_all(log, load_config(ROOT / "configs" / "tiny.toml", {"train.pooled_epochs": 2, "train.survival_epochs": 0,
+                                                                     "train.epochs": 3, "model.step_to_next": False}),
+                    tmp_path / "off", progress=False)
+    step = json.loads((tmp_path / "on" / "answers.json").read_text())["step_factor"]
+    metrics = json.loads((tmp_path / "on" / "metrics.json").read_text())
+    assert metrics["step_factor"] == step and 1.4 < step < 1.8, step
+    assert json.loads((tmp_path / "off" / "metrics.json").read_text())["step_factor"] is None
+    # the same models and choice (the step does not enter training or the yardstick), every answer times the step
+    assert (stepped["model"] == off["model"]).all() and len(set(stepped["model"])) >= 1
+    np.testing.assert_allclose(stepped["predicted_interval_days"], step * off["predicted_interval_days"], rtol=1e-6)
+    assert metrics["evaluation"] == json.loads((tmp_path / "off" / "metrics.json").read_text())["evaluation"]
+    assert f"times **{step:.3f}**, the step to the next gap" in (tmp_path / "on" / "report.md").read_text()
+    # a saved run answers with its own step (answers.json), not one measured on the log it is asked about
+    again = predict(tmp_path / "on", log)
+    np.testing.assert_allclose(again["predicted_interval_days"], stepped["predicted_interval_days"], rtol=1e-6)
+    saved = json.loads((tmp_path / "on" / "answers.json").read_text())
+    (tmp_path / "on" / "answers.json").write_text(json.dumps({**saved, "step_factor": 2 * step}))
+    np.testing.assert_allclose(predict(tmp_path / "on", log)["predicted_interval_days"],
+                               2 * stepped["predicted_interval_days"], rtol=1e-6)
+
+
+def test_the_classic_recipe_takes_no_step():
+    assert not load_config(ROOT / "configs" / "classic.toml").model.step_to_next
+    assert load_config(None).model.step_to_next
