@@ -82,7 +82,10 @@ def step_factor(hist: Histories, alpha: float = STEP_ALPHA) -> float:
     Why: every answer here is fit to the yardstick's question, a customer's latest gap answered from the
     visits before it (the shared model's scale, the choice of answer). The question users ask is the gap
     after it, one step on. Gaps lengthen towards the end of a history (customers age and slow down before
-    they stop), and this is the log's own measure of one such step."""
+    they stop), and this is the log's own measure of one such step. On the generated purchase logs it is
+    1.35-1.43 with each customer's last visit hidden, where a factor fit on the hidden gaps themselves (an
+    oracle) is 1.29-1.46; on the example log and i.i.d. gaps the sign test does not pass (the oracle: 1.00-1.05).
+    benchmarks/ACCURACY.md has the measurements."""
     end = hist.offsets[1:][np.diff(hist.offsets) >= 2]
     latest, before = hist.intervals[end - 1], hist.intervals[end - 2]
     longer, shorter = int((latest > before).sum()), int((latest < before).sum())

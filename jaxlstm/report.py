@@ -84,9 +84,9 @@ def _step_lines(step: float | None) -> list[str]:
     if step is None:  # model.step_to_next off, class answers, or a run written before the step
         return []
     if step == 1.0:
-        return ["`predicted_interval_days` is the answer these tables score: a customer's latest gaps in this log are "
-                "no longer or shorter than the ones before them beyond noise (sign test), so no step is taken to the next "
-                "gap.", ""]
+        return ["`predicted_interval_days` is the answer these tables score: in this log a customer's latest gap is "
+                "neither longer nor shorter than the one before it beyond noise (sign test), so no step is taken to the "
+                "next gap.", ""]
     return [f"`predicted_interval_days` is the answer these tables score times **{step:.3f}**, the step to the next gap: "
             f"in this log a customer's latest gap is {step:.3f} times the one before it (median over median, customers "
             "with two or more; beyond noise by a sign test), and the next gap is one step on. The tables score the "

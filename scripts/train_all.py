@@ -140,6 +140,9 @@ def main(argv=None) -> None:
                f"survival model {len((m.get('as_of') or {}).get('survival_history') or [])} epochs"]
     print(f"{m['customers']:,} customers (mode {mode}; {m['customers_with_model']:,} own models trained); answered by "
           f"{answered}; status {status}. Trained: {'; '.join(trained)}.")
+    if m.get("step_factor") not in (None, 1.0):  # every day answer is multiplied by it: say so where it is seen
+        print(f"predicted_interval_days x {m['step_factor']:.3f}, the step to the next gap: a customer's latest gap "
+              "in this log is that many times the one before it (model.step_to_next)")
     if m["rows"]["rejected"]:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in m["rows"]["rejected_by_reason"].items())
         print(f"rejected {m['rows']['rejected']:,} of {m['rows']['read']:,} rows ({reasons}): {out}/rejected_rows.parquet")
