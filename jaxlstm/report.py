@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxlstm.evaluate import BUCKETS, table
+from jaxlstm.evaluate import BUCKETS, MAX_STEP, table
 
 
 MIN_CUSTOMERS = 30  # headline customers below which no score is read as a verdict (a paired comparison of a few is noise)
@@ -84,13 +84,14 @@ def _step_lines(step: float | None) -> list[str]:
     if step is None:  # model.step_to_next off, class answers, or a run written before the step
         return []
     if step == 1.0:
-        return ["`predicted_interval_days` is the answer these tables score: in this log a customer's latest gap is "
-                "neither longer nor shorter than the one before it beyond noise (sign test), so no step is taken to the "
-                "next gap.", ""]
+        return ["`predicted_interval_days` is the answer these tables score: in the log the run trained on, a customer's "
+                "latest gap is not longer than the one before it beyond noise (a sign test over the pairs, and their "
+                "medians), so no step is taken to the next gap (only a step up is: see README).", ""]
     return [f"`predicted_interval_days` is the answer these tables score times **{step:.3f}**, the step to the next gap: "
-            f"in this log a customer's latest gap is {step:.3f} times the one before it (median over median, customers "
-            "with two or more; beyond noise by a sign test), and the next gap is one step on. The tables score the "
-            "latest gap, so they cannot score the step; `model.step_to_next = false` turns it off.", ""]
+            f"in the log the run trained on (a run in shards: its first shard), a customer's latest gap is {step:.3f} "
+            f"times the one before it (median over median, customers with two or more, at most {MAX_STEP:g}; beyond "
+            "noise by a sign test), and the next gap is one step on. The tables score the latest gap, so they cannot "
+            "score the step; `model.step_to_next = false` turns it off.", ""]
 
 
 def verdict(metrics: dict, predictions: pd.DataFrame, n_classes: int = 0) -> tuple[list[str], list[str]]:
@@ -119,7 +120,9 @@ def verdict(metrics: dict, predictions: pd.DataFrame, n_classes: int = 0) -> tup
             five = sk5.get(m)
             tail = (f"; from 5+ visits ({sk5.get('customers', 0):,} customers): {_better(five)} `{sk5['best_baseline']}`"
                     if five is not None else "")
-            what = " (this run's answer, in predictions.parquet)" if m == mode else ""
+            step = metrics.get("step_factor")
+            what = ((" (this run's answer, in predictions.parquet" + (f" times the step {step:.3f}" if step not in (None, 1.0) else "")
+                     + ")") if m == mode else "")
             scored = ev["overall"][m].get("n", n)
             if scored < n:  # own models of a sample (train.judge_customers): scored where they are
                 what += f" on the {scored:,} customers with an own model"

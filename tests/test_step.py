@@ -1,6 +1,6 @@
 """The step to the next gap (evaluate.step_factor, model.step_to_next): answers are fit to each customer's
 latest gap and asked of the one after it; where a log's latest gaps are longer than the ones before beyond
-noise, every day answer is multiplied by that step (median over median), else by 1."""
+noise, every day answer is multiplied by that step (median over median, at most MAX_STEP), else by 1."""
 
 import json
 
@@ -11,7 +11,7 @@ from conftest import ROOT, visit_log
 from jaxlstm import load_config, predict, train_all
 from jaxlstm.data.events import validate_events
 from jaxlstm.data.intervals import histories
-from jaxlstm.evaluate import step_factor
+from jaxlstm.evaluate import MAX_STEP, step_factor
 
 
 def _hist(gaps: dict):
@@ -27,8 +27,13 @@ def test_the_step_by_hand():
     gaps["single"], gaps["one_gap"] = [], [40.0]  # no pair: not counted
     hist = _hist(gaps)
     assert step_factor(hist) == pytest.approx(np.median(2 * before) / np.median(before), rel=1e-5)  # (timestamps to the second)
-    # shorter latest gaps: a step below 1
-    assert step_factor(_hist({k: [g[0], g[2], g[1]] for k, g in gaps.items() if len(g) == 3})) == pytest.approx(0.5, rel=1e-5)
+    # shorter latest gaps: no step (only a step up: a log's end shortens its latest gaps, not the next one)
+    assert step_factor(_hist({k: [g[0], g[2], g[1]] for k, g in gaps.items() if len(g) == 3})) == 1.0
+    # a step beyond MAX_STEP is MAX_STEP; pairs that pass the test with medians that disagree: none
+    assert step_factor(_hist({f"c{i:03d}": [b, 5 * b] for i, b in enumerate(before)})) == MAX_STEP
+    disagree = {f"a{i}": [1.0, 2.0] for i in range(70)} | {f"b{i}": [100.0, 101.0] for i in range(60)}
+    disagree |= {f"c{i}": [50.0, 0.5] for i in range(70)}  # 130 of 200 longer (p < 1e-4), median 2 against 50
+    assert step_factor(_hist(disagree)) == 1.0
     # i.i.d. gaps: either of the two is longer half of the time, and no step is taken
     iid = {f"c{i:03d}": rng.exponential(10.0, 6) for i in range(2000)}
     assert step_factor(_hist(iid)) == 1.0
