@@ -121,8 +121,9 @@ def verdict(metrics: dict, predictions: pd.DataFrame, n_classes: int = 0) -> tup
             tail = (f"; from 5+ visits ({sk5.get('customers', 0):,} customers): {_better(five)} `{sk5['best_baseline']}`"
                     if five is not None else "")
             step = metrics.get("step_factor")
-            what = ((" (this run's answer, in predictions.parquet" + (f" times the step {step:.3f}" if step not in (None, 1.0) else "")
-                     + ")") if m == mode else "")
+            stepped = step not in (None, 1.0)
+            what = ((f" (this run's answer; predictions.parquet holds it times the step to the next gap, {step:.3f})" if stepped
+                     else " (this run's answer, in predictions.parquet)") if m == mode else "")
             scored = ev["overall"][m].get("n", n)
             if scored < n:  # own models of a sample (train.judge_customers): scored where they are
                 what += f" on the {scored:,} customers with an own model"

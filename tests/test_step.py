@@ -72,6 +72,7 @@ def test_a_run_multiplies_every_day_answer_by_its_step_and_keeps_it(tmp_path):
     np.testing.assert_allclose(stepped["predicted_interval_days"], step * off["predicted_interval_days"], rtol=1e-6)
     assert metrics["evaluation"] == json.loads((tmp_path / "off" / "metrics.json").read_text())["evaluation"]
     assert f"times **{step:.3f}**, the step to the next gap" in (tmp_path / "on" / "report.md").read_text()
+    assert f"predictions.parquet holds it times the step to the next gap, {step:.3f})" in metrics["verdict"][1]
     # a saved run answers with its own step (answers.json), not one measured on the log it is asked about
     again = predict(tmp_path / "on", log)
     np.testing.assert_allclose(again["predicted_interval_days"], stepped["predicted_interval_days"], rtol=1e-6)
