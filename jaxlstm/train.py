@@ -208,7 +208,8 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
         fallback_by = {b: "pooled" for b in fallback_by} if pooled else None
     answer_buckets = (tuple(own_buckets) if mode == "auto" else () if mode == "pooled"
                       else tuple(name for _, _, name in BUCKETS))
-    step = step_factor(hist) if config.model.step_to_next and not config.n_classes else 1.0
+    stepped = config.model.step_to_next and not config.n_classes  # a class answer is its bin's value: no step
+    step = step_factor(hist) if stepped else 1.0
     run = dataclasses.replace(own, answers=answers, fallback_by=fallback_by, survival=survival, own_survival=own_survival,
                               own_buckets=answer_buckets, step=step)
     predictions = add_unanswered(predict_frame(run, hist, windows, result.compiled, as_of), checked)
@@ -240,7 +241,7 @@ def train_one(events: pd.DataFrame, config: Config | None = None, out_dir: str |
     metrics["seconds_by_stage"] = seconds_by_stage
     metrics["pooled_history"] = pooled_history
     metrics["pooled_scale"] = pooled_scale
-    metrics["step_factor"] = step if config.model.step_to_next and not config.n_classes else None  # None: off
+    metrics["step_factor"] = step if stepped else None  # None: off
     metrics["as_of"] = {"date": str(as_of), "backtest": asof_scores, "survival_history": survival_history}
     _write_atomic(out / "holdout.parquet", holdout_frame.to_parquet)
     metrics["rows"] = row_counts(checked, n_read)

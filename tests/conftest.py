@@ -27,12 +27,21 @@ sys.path.insert(0, str(SCRIPTS))
 import _cli  # noqa: E402  (scripts/_cli.py: the scripts' one-line errors)
 
 
-def script(name: str):
-    """scripts/NAME.py as a module, to run its main() in this process."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def _module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def script(name: str):
+    """scripts/NAME.py as a module, to run its main() in this process."""
+    return _module(name, SCRIPTS / f"{name}.py")
+
+
+def benchmark(name: str):
+    """benchmarks/NAME.py as a module (benchmarks/ is not a package), to call its functions."""
+    return _module(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
 
 
 def cli_fails(module, args, capsys) -> str:

@@ -1,18 +1,15 @@
 """The throughput benchmark's JSON on a tiny size: keys, and figures consistent with each other and
 with the run they describe (no timing thresholds: speed targets live in benchmarks/)."""
 
-import importlib.util
 import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import benchmark
 from jaxlstm import load_config
 from jaxlstm.flops import train_flops
 
-spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
-throughput = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(throughput)
+throughput = benchmark("throughput")
 
 REQUIRED = {"customers", "epochs", "windows", "seconds_compile", "seconds_train", "customers_per_s", "speedup_vs_loop",
             "gflops_achieved", "gflops_peak_measured", "peak_rss_mb", "device"}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, visit_log
+from conftest import ROOT, benchmark, visit_log
 from jaxlstm import load_config, predict, train_all
 from jaxlstm.data.events import validate_events
 from jaxlstm.data.intervals import histories
@@ -92,13 +92,9 @@ def test_on_a_generated_purchase_log_the_default_beats_the_best_baseline_on_the_
     customer that comes back), the default run against the best simple baseline (from the whole log) and against
     the same run without the step (the default before it). Own models trained for 10 epochs, no survival model:
     neither changes predicted_interval_days much, and the test stays short."""
-    import importlib.util
-
     from jaxlstm.synth import FAMILIES
 
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", ROOT / "benchmarks" / "accuracy.py")
-    accuracy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accuracy)
+    accuracy = benchmark("accuracy")
     log, truth = FAMILIES["purchases_drift"](4000, 6)
     log = log[["customer_id", "timestamp"]]
     cfg = load_config(None, {"train.survival_epochs": 0, "train.epochs": 10})

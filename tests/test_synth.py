@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import benchmark
 from jaxlstm.synth import FAMILIES, make_iid_exponential, make_patterned, make_purchases
 
 SEEDS = (0, 1, 2)
@@ -107,21 +108,9 @@ def test_iid_exponential_truth_matches_the_customers_mean():
 
 
 
-def _accuracy_module():
-    """benchmarks/accuracy.py, imported by path (benchmarks/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("date_only", [False, True])
 def test_leave_last_out_hides_each_customers_last_day(date_only):
-    accuracy = _accuracy_module()
+    accuracy = benchmark("accuracy")
     log, _ = make_purchases(800, 0, date_only=date_only)
     train, gap, single_day = accuracy.leave_last_out(log)
     merged = accuracy.merged_visits(log)  # identical customer+timestamp rows are one visit
@@ -150,7 +139,7 @@ def test_leave_last_out_hides_each_customers_last_day(date_only):
 
 
 def test_leave_last_out_by_hand():
-    accuracy = _accuracy_module()
+    accuracy = benchmark("accuracy")
     t = pd.Timestamp
     log = pd.DataFrame({
         "customer_id": ["a", "a", "a", "a", "a", "b", "b", "c", "c"],
@@ -171,7 +160,7 @@ def test_leave_last_out_by_hand():
 
 
 def test_next_gap_scores_the_true_next_gap_by_hand():
-    accuracy = _accuracy_module()
+    accuracy = benchmark("accuracy")
     t = pd.Timestamp
     log = pd.DataFrame({"customer_id": ["a", "a", "a", "b", "b", "c", "d", "d"],
                         "timestamp": [t("2023-01-01"), t("2023-01-03"), t("2023-01-07"), t("2023-01-01"), t("2023-01-11"),
