@@ -22,6 +22,9 @@ on log1p days (it predicts the median, in days too) learns from the training log
           hidden gaps). No run can train on the answers; it shows how much these inputs say about the very
           question scored, as far as half the judged customers can teach it (few on the small logs, where
           `every`, learning from all intervals, does better).
+Beside them, `median_per_length`: each judged customer answered by the median hidden gap of the judged
+customers with as many visit days (1, 2, ..., 7, 8 or more): the best single number per history length in
+hindsight, which knows the level of the next gap and nothing else.
 Prints a table (markdown) and, with --json, every figure.
 """
 
@@ -110,7 +113,9 @@ def bench(name: str, log: pd.DataFrame, seed: int) -> dict:
     t = time.perf_counter()
     answers["gbm_hidden"] = cross_fitted(ask, np.log1p(truth.to_numpy(float)), seed)
     seconds["hidden"] = time.perf_counter() - t
-    names = ["gbm_latest", "gbm_every", "gbm_hidden", *accuracy.BASELINES]
+    length = np.minimum(base["n_days"].to_numpy(), 8)
+    answers["median_per_length"] = truth.groupby(length).transform("median")
+    names = ["gbm_latest", "gbm_every", "gbm_hidden", "median_per_length", *accuracy.BASELINES]
     regular = base["n_days"] >= accuracy.MIN_DAYS
     return {"judged": int(len(truth)), "single_day_not_judged": int(single_day), "seconds": seconds,
             "all": accuracy.score(answers, truth, names),
@@ -132,13 +137,14 @@ def main(argv=None) -> None:
     results = {f: bench(f, accuracy.load_log(f, args.customers, args.seed)[0], args.seed) for f in families}
     reg = f"{accuracy.MIN_DAYS}+ days"
     print("| family | judged (5+ days) | best baseline all / 5+ | gbm_latest all / 5+ | gbm_every all / 5+ | "
-          "gbm_hidden (trained on the answers) all / 5+ |")
-    print("|---|---|---|---|---|---|")
+          "gbm_hidden (trained on the answers) all / 5+ | median_per_length (hindsight) all / 5+ |")
+    print("|---|---|---|---|---|---|---|")
     for fam, r in results.items():
         cell = lambda g, k: f"{r[g]['skill'][k]:+.1%}" if r[g] else "-"  # noqa: E731
         print(f"| {fam} | {r['judged']:,} ({r[reg]['customers'] if r[reg] else 0:,}) | {r['all']['best_baseline']} / "
               f"{r[reg]['best_baseline'] if r[reg] else '-'} | {cell('all', 'gbm_latest')} / {cell(reg, 'gbm_latest')} | "
-              f"{cell('all', 'gbm_every')} / {cell(reg, 'gbm_every')} | {cell('all', 'gbm_hidden')} / {cell(reg, 'gbm_hidden')} |")
+              f"{cell('all', 'gbm_every')} / {cell(reg, 'gbm_every')} | {cell('all', 'gbm_hidden')} / {cell(reg, 'gbm_hidden')} | "
+              f"{cell('all', 'median_per_length')} / {cell(reg, 'median_per_length')} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
