@@ -24,17 +24,21 @@ each customer's true next gap, the generator's, from its last visit to its next 
 come back within the horizon, or drop out, are not judged; neither are customers with a single visit day,
 as above, so the two protocols judge alike). Same groups, baselines (from the whole log) and skill.
 
-Third protocol (`as_of`), only the purchase families (jaxlstm.synth.LOG_END: one log end for
-every customer): the as-of question. train_all trains on the whole generated log, as of its end; the
-truth is the generator's: each customer's first purchase after the end (none: not back within the
-horizon, or dropped out). Judged:
+Third protocol (`as_of`), the purchase families (jaxlstm.synth.LOG_END: one log end for every
+customer) and the example log: the as-of question. On a purchase family train_all trains on the whole
+generated log, as of its end; the truth is the generator's: each customer's first purchase after the end
+(none: not back within the horizon, or dropped out). On the example log it trains on the visits before
+EXAMPLE_AS_OF, as of that date, and the truth is each of those customers' first visit after it, in the
+rest of the log (none: not back by the log's end, the horizon). Judged:
   * `predicted_next_visit` (the survival model's median date given no visit since the last one; NaT:
     more likely gone than back) in days from the log end, for the customers who come back: MAE (and the
     median absolute error) where it gives a date, beside the classic date (last visit + predicted_interval_days, or the log end
     where that date has passed) on the same customers; and how many of those who come back, and of
     those who do not, get a date;
   * the ranking: concordance (jaxlstm.asof.concordance) of `expected_wait_days` with the days from
-    the log end to the next visit (censored at the horizon), beside that of "days since last visit".
+    the log end to the next visit (censored at the horizon), beside that of "days since last visit";
+  * the probabilities: the Brier score of each `p_within_{k}d` (k within the horizon) against "back
+    within k days", beside the base rate's (the share back, in hindsight the best constant).
 
 Writes a markdown report (default benchmarks/ACCURACY.md, with the command and git commit) and,
 with --json, every figure.
@@ -61,6 +65,7 @@ EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
 # customers with >= 5 visit days per family
 FAMILY_SIZES = {"purchases": 20000, "purchases_drift": 20000, "iid_exp": 3000, "patterned": 3000}
 FAST_CUSTOMERS = 500
+EXAMPLE_AS_OF = pd.Timestamp("2014-10-01")  # the example log runs through 2014: a quarter after it to score on
 MODES = ("auto", "pooled", "per_customer")
 PROTOCOLS = ("leave_last_out", "next_gap", "as_of")
 BASELINES = ("population_median", "population_latest_median", "customer_median", "customer_mean", "customer_last")
@@ -201,8 +206,19 @@ def bench_next_gap(log: pd.DataFrame, truth: pd.DataFrame, runs: dict) -> dict:
             f"{MIN_DAYS}+ days": score(answers[regular], truth_j[regular], names) if regular.any() else None}
 
 
+def truth_after(log: pd.DataFrame, cut: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """(the log before `cut`, the truth bench_as_of reads for its customers: last_visit and next_visit,
+    their first visit at or after `cut`, NaT where none; the horizon: days from `cut` to the day after
+    the log's last visit)."""
+    before, after = log[log["timestamp"] < cut], log[log["timestamp"] >= cut]
+    truth = before.groupby("customer_id")["timestamp"].max().rename("last_visit").to_frame()
+    truth["next_visit"] = after.groupby("customer_id")["timestamp"].min().reindex(truth.index)
+    end = log["timestamp"].max().normalize() + pd.Timedelta(days=1)
+    return before, truth.reset_index(), (end - cut) / pd.Timedelta(days=1)
+
+
 def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: dict) -> dict:
-    from jaxlstm.asof import concordance
+    from jaxlstm.asof import brier_scores, concordance
 
     truth = truth.set_index(truth["customer_id"].astype(str))
     day = pd.Timedelta(days=1)
@@ -233,8 +249,16 @@ def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: di
             "median_abs_error_days": float(np.median(np.abs(days - true_days)[judged])) if judged.any() else float("nan"),
             "median_abs_error_days_classic": float(np.median(np.abs(classic - true_days)[judged])) if judged.any() else float("nan"),
             "concordance_expected_wait": concordance(wait, censored, back),
+            "brier": {c: brier_scores(pred[c].to_numpy(float), (back & (true_days <= k)).astype(float))
+                      for c, k in probability_columns(pred, horizon)},
         }
     return out
+
+
+def probability_columns(pred: pd.DataFrame, horizon: float) -> list[tuple[str, float]]:
+    """(column, k days) of the predictions' p_within_{k}d whose outcome is known within the horizon."""
+    cols = [(c, float(c[len("p_within_"):-1])) for c in pred.columns if c.startswith("p_within_") and c.endswith("d")]
+    return [(c, k) for c, k in cols if k <= horizon]
 
 
 def _cell(x: float) -> str:
@@ -296,24 +320,29 @@ def markdown(results: dict) -> str:
         {"not back": lambda r: f"{r['not_back']:,}", "median next gap, days": lambda r: f"{r['median_next_gap_days']:.1f}"})
     asof = {f: r["as_of"] for f, r in results["families"].items() if r.get("as_of")}
     if asof:
-        lines += ["", "## As of the log's end: `predicted_next_visit` and the ranking (secondary; purchase families)", "",
+        lines += ["", "## As of a date: `predicted_next_visit`, the ranking and the probabilities (purchase families, example)", "",
                   "Every mode trains on the whole generated log, as of its end; the truth is each customer's first purchase "
-                  "after the end (the generator's; none within the horizon or dropped out: not back). "
+                  "after the end (the generator's; none within the horizon or dropped out: not back). On the example log: "
+                  f"the visits before {EXAMPLE_AS_OF:%Y-%m-%d}, as of that date, and the truth the rest of the log (the horizon: "
+                  "to its end). "
                   "`predicted_next_visit` (NaT: more likely gone than back) in days from the log end, MAE over the customers "
                   "who come back and get a date (and the median absolute error), beside the classic date (last visit + `predicted_interval_days`, the log "
                   "end where that has passed) on the same customers. Concordance: `expected_wait_days` and days since the "
-                  "last visit against the days to the next visit, censored at the horizon.", "",
+                  "last visit against the days to the next visit, censored at the horizon. Brier: `p_within_30d` against "
+                  "back within 30 days, beside the base rate's (the share back, in hindsight).", "",
                   "| family | mode | customers (back) | back: dated / NaT | not back: dated / NaT | MAE (median abs. error) days: model / classic | "
-                  "concordance: expected_wait / days since last visit |", "|---|---|---|---|---|---|---|"]
+                  "concordance: expected_wait / days since last visit | Brier `p_within_30d`: model / base rate |",
+                  "|---|---|---|---|---|---|---|---|"]
         for fam, r in asof.items():
             for m, a in r["modes"].items():
                 if a is None:
-                    lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | no survival model | | | |")
+                    lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | no survival model | | | | |")
                     continue
                 lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | {a['back_dated']:,} / {a['back_gone']:,} | "
                              f"{a['not_back_dated']:,} / {a['not_back_gone']:,} | {a['mae_days']:.1f} ({a['median_abs_error_days']:.1f}) / "
                              f"{a['mae_days_classic']:.1f} ({a['median_abs_error_days_classic']:.1f}) | "
-                             f"{a['concordance_expected_wait']:.3f} / {r['concordance_days_since_last_visit']:.3f} |")
+                             f"{a['concordance_expected_wait']:.3f} / {r['concordance_days_since_last_visit']:.3f} | "
+                             + (f"{b['model']:.4f} / {b['base_rate']:.4f} |" if (b := a["brier"].get("p_within_30d")) else "- |"))
         lines += ["", "Log end, horizon and median days from the end to the next visit (of those back): "
                   + "; ".join(f"{fam} {r['log_end'][:10]}, {r['horizon_days']:.0f} days, {r['median_days_to_next_visit']:.1f}"
                               for fam, r in asof.items()) + "."]
@@ -361,7 +390,7 @@ def main(argv=None) -> None:
     p.add_argument("--families", default=",".join(families_all), help=f"comma-separated: {', '.join(families_all)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated: auto, pooled, per_customer, finetune")
     p.add_argument("--protocol", default=",".join(PROTOCOLS),
-                   help="comma-separated: leave_last_out (every family), next_gap (generated families), as_of (purchase families)")
+                   help="comma-separated: leave_last_out (every family), next_gap (generated families), as_of (purchase families, example)")
     p.add_argument("--customers", type=int, help="customers per family (default: the full run's sizes; example: all 5,000)")
     p.add_argument("--fast", action="store_true", help=f"a smoke run: {FAST_CUSTOMERS} customers per family")
     p.add_argument("--seed", type=int, default=0, help="the generated logs' seed (the training seed is train.seed)")
@@ -404,6 +433,10 @@ def main(argv=None) -> None:
                 r["next_gap"] = bench_next_gap(log, truth, runs)
             if as_of:
                 r["as_of"] = bench_as_of(truth, *LOG_END[fam], runs)
+        if fam == "example" and "as_of" in protocols:
+            before, truth_ex, horizon = truth_after(log, EXAMPLE_AS_OF)
+            runs = whole_log_runs(f"{fam} before {EXAMPLE_AS_OF:%Y-%m-%d}", before, modes, overrides, EXAMPLE_AS_OF)
+            r["as_of"] = bench_as_of(truth_ex, EXAMPLE_AS_OF, horizon, runs)
     results["seconds"] = time.perf_counter() - t
     md = markdown(results)
     print(md)

@@ -2,7 +2,7 @@
 gaps say, read by a strong tabular learner instead of the shared LSTM?
 
     pip install -e ".[bench]"    # scikit-learn
-    python benchmarks/gbm_reference.py [--families example,purchases,...] [--customers N] [--seed S] [--json FILE]
+    python benchmarks/gbm_reference.py [--families example,purchases,...] [--customers N] [--seed S] [--as-of] [--json FILE]
 
 The protocol is benchmarks/accuracy.py's `leave_last_out` (its functions: the same hidden gaps, the same
 judged customers, baselines and skill). Visits are visit days (a customer's rows of one calendar day are
@@ -25,6 +25,13 @@ on log1p days (it predicts the median, in days too) learns from the training log
 Beside them, `median_per_length`: each judged customer answered by the median hidden gap of the judged
 customers with as many visit days (1, 2, ..., 7, 8 or more): the best single number per history length in
 hindsight, which knows the level of the next gap and nothing else.
+
+The as-of question gets a hindsight reference too (`--as-of`, the purchase families and the example log:
+accuracy.py's `as_of` protocol, the same log ends, truth and horizons): gradient-boosted classifiers of
+"back within 30 days" and "back within the horizon" on the same 11 inputs plus the days since the last visit,
+cross-fitted on the customers' true outcomes (two random halves). Their concordance (customers ranked by the
+chance, the likelier first) and Brier score are what a strong learner trained on the answers reaches; the
+run's own `expected_wait_days` and `p_within_30d` are in accuracy.py's `as_of` table.
 Prints a table (markdown) and, with --json, every figure.
 """
 
@@ -45,6 +52,7 @@ import accuracy  # noqa: E402  (benchmarks/accuracy.py: the protocol)
 
 FEATURES = ("n", "age", "mean", "median", "std", "first", "last", "last2", "max", "min", "slope")
 FAMILIES = ("example", "purchases", "purchases_drift", "iid_exp", "patterned")
+AS_OF_FAMILIES = ("example", "purchases", "purchases_drift")  # one log end (or cutoff) for every customer
 
 
 def visit_days(log: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -122,11 +130,44 @@ def bench(name: str, log: pd.DataFrame, seed: int) -> dict:
             f"{accuracy.MIN_DAYS}+ days": accuracy.score(answers[regular], truth[regular], names) if regular.any() else None}
 
 
+def bench_as_of(name: str, log: pd.DataFrame, truth: pd.DataFrame | None, seed: int) -> dict:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from jaxlstm.asof import brier, concordance
+    from jaxlstm.synth import LOG_END
+
+    if name == "example":
+        end = accuracy.EXAMPLE_AS_OF
+        log, truth, horizon = accuracy.truth_after(log, end)
+    else:
+        end, horizon = LOG_END[name]
+    days = visit_days(log)
+    truth = truth.set_index(truth["customer_id"].astype(str)).loc[list(days)]
+    now = (end - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    X = np.asarray([features(t, len(t) - 1) + [now - t[-1]] for t in days.values()], float)
+    back = truth["next_visit"].notna().to_numpy()
+    to_next = ((truth["next_visit"] - end) / pd.Timedelta(days=1)).to_numpy(float)
+    censored = np.where(back, to_next, horizon)
+    half = np.random.default_rng(seed).permutation(len(X)) % 2
+    out = {"customers": len(X), "horizon_days": horizon, "concordance_days_since_last_visit": concordance(X[:, -1], censored, back)}
+    for label, k in (("30d", 30.0), ("horizon", horizon)):
+        hit = (back & (to_next <= k)).astype(int)
+        p = np.empty(len(hit))
+        for h in (0, 1):
+            model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50,
+                                                   random_state=seed)
+            p[half == h] = model.fit(X[half != h], hit[half != h]).predict_proba(X[half == h])[:, 1]
+        out[f"within_{label}"] = {"concordance": concordance(-p, censored, back), "brier": brier(p, hit),
+                                  "base_rate_brier": brier(np.full(len(hit), hit.mean()), hit)}
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated: {', '.join(FAMILIES)}")
     p.add_argument("--customers", type=int, help="customers per family (default: accuracy.py's full sizes)")
     p.add_argument("--seed", type=int, default=0, help="the generated logs' seed")
+    p.add_argument("--as-of", action="store_true", help="also the as-of reference (purchase families, example)")
     p.add_argument("--json", help="write every figure here")
     args = p.parse_args(argv)
     families = [f for f in args.families.split(",") if f]
@@ -134,7 +175,8 @@ def main(argv=None) -> None:
         accuracy.fail(f"unknown family in {args.families!r}: choose from {', '.join(FAMILIES)}")
     if importlib.util.find_spec("sklearn") is None:
         accuracy.fail("scikit-learn is not installed: pip install -e \".[bench]\"")
-    results = {f: bench(f, accuracy.load_log(f, args.customers, args.seed)[0], args.seed) for f in families}
+    logs = {f: accuracy.load_log(f, args.customers, args.seed) for f in families}
+    results = {f: bench(f, log, args.seed) for f, (log, _) in logs.items()}
     reg = f"{accuracy.MIN_DAYS}+ days"
     print("| family | judged (5+ days) | best baseline all / 5+ | gbm_latest all / 5+ | gbm_every all / 5+ | "
           "gbm_hidden (trained on the answers) all / 5+ | median_per_length (hindsight) all / 5+ |")
@@ -145,8 +187,17 @@ def main(argv=None) -> None:
               f"{r[reg]['best_baseline'] if r[reg] else '-'} | {cell('all', 'gbm_latest')} / {cell(reg, 'gbm_latest')} | "
               f"{cell('all', 'gbm_every')} / {cell(reg, 'gbm_every')} | {cell('all', 'gbm_hidden')} / {cell(reg, 'gbm_hidden')} | "
               f"{cell('all', 'median_per_length')} / {cell(reg, 'median_per_length')} |")
+    asof = {f: bench_as_of(f, *logs[f], args.seed) for f in families if args.as_of and f in AS_OF_FAMILIES}
+    if asof:
+        print("\n| family | customers | concordance: days since last visit / hindsight P(30d) / hindsight P(horizon) | "
+              "Brier of P(30d): hindsight / base rate |")
+        print("|---|---|---|---|")
+        for fam, r in asof.items():
+            a, b = r["within_30d"], r["within_horizon"]
+            print(f"| {fam} | {r['customers']:,} | {r['concordance_days_since_last_visit']:.3f} / {a['concordance']:.3f} / "
+                  f"{b['concordance']:.3f} | {a['brier']:.4f} / {a['base_rate_brier']:.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"leave_last_out": results, "as_of": asof}, indent=1))
 
 
 if __name__ == "__main__":
