@@ -175,3 +175,29 @@ def test_next_gap_scores_the_true_next_gap_by_hand():
     assert r["all"]["mae"]["customer_last"] == pytest.approx((2 + 10) / 2)
     assert r["all"]["mae"]["population_median"] == pytest.approx((0.5 + 14.5) / 2)  # median 5.5
     assert r["median_next_gap_days"] == pytest.approx(13.0) and r["5+ days"] is None
+
+
+def test_as_of_truth_and_brier_by_hand():
+    accuracy = benchmark("accuracy")
+    t = pd.Timestamp
+    cut = t("2023-02-01")
+    log = pd.DataFrame({"customer_id": ["a", "a", "b", "b", "c", "e"],
+                        "timestamp": [t("2023-01-01"), t("2023-02-10"), t("2023-01-05"), t("2023-03-20"), t("2023-01-20"),
+                                      t("2023-03-31 10:00")]})
+    before, truth, horizon = accuracy.truth_after(log, cut)
+    assert set(before["customer_id"]) == {"a", "b", "c"}  # e is first seen after the cut: not asked about
+    truth = truth.set_index("customer_id")
+    assert horizon == 59.0  # to the day after the log's last visit, 2023-04-01
+    assert truth.loc["a", "next_visit"] == t("2023-02-10") and truth.loc["b", "next_visit"] == t("2023-03-20")
+    assert pd.isna(truth.loc["c", "next_visit"]) and truth.loc["c", "last_visit"] == t("2023-01-20")
+    # a back in 9 days, b in 47, c not within the horizon; p_within_90d's outcome is not known in 59 days
+    pred = pd.DataFrame({"expected_wait_days": [5.0, 20.0, 50.0], "p_within_30d": [0.8, 0.5, 0.1],
+                         "p_within_90d": [0.9, 0.9, 0.9], "predicted_next_visit": [t("2023-02-06"), t("2023-02-21"), pd.NaT],
+                         "last_visit": [t("2023-01-01"), t("2023-01-05"), t("2023-01-20")],
+                         "predicted_interval_days": [10.0, 10.0, 10.0]}, index=["a", "b", "c"])
+    r = accuracy.bench_as_of(truth.reset_index(), cut, horizon, {"auto": (pred, 0.0)})
+    b = r["modes"]["auto"]["brier"]
+    assert list(b) == ["p_within_30d"]
+    assert b["p_within_30d"]["model"] == pytest.approx(((0.8 - 1) ** 2 + 0.5 ** 2 + 0.1 ** 2) / 3)
+    assert b["p_within_30d"]["base_rate"] == pytest.approx(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 3)
+    assert r["modes"]["auto"]["concordance_expected_wait"] == 1.0  # a before b before c, and so ordered
