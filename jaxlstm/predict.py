@@ -272,14 +272,18 @@ def probability(p: np.ndarray) -> np.ndarray:
 
 
 def next_visit(last_visit: np.ndarray, interval_days: np.ndarray, as_of: pd.Timestamp, wait_if_back: np.ndarray) -> np.ndarray:
-    """predicted_next_visit, given the customer comes back, as of `as_of`: last_visit + predicted_interval_days
-    while that date is on or after `as_of`; once it has passed (overdue, or no interval answer) as_of + the
-    survival model's median wait given a visit still comes. So it is never before the as-of date, never before
-    last_visit + predicted_interval_days, and equal to the latter unless the customer is overdue."""
+    """predicted_next_visit, given the customer comes back, as of `as_of`: the later of last_visit +
+    predicted_interval_days (what its history says) and as_of + the survival model's median wait given a visit
+    still comes (what the silence since its last visit says); the latter alone where the former has passed
+    (overdue) or is missing. So it is never before the as-of date nor before last_visit + predicted_interval_days.
+    Why the later of the two: the point answer is the next gap as seen from the last visit and ignores the days
+    already passed without one; a customer silent for most of its usual gap comes back later than that date
+    (on the generated purchase logs only 22-31% of the customers 30-90 days silent who came back did so by it)."""
     classic = add_days(last_visit, interval_days)
     now = np.datetime64(as_of.as_unit("ns"))
     later = add_days(np.full(len(last_visit), now, "datetime64[ns]"), np.where(np.isfinite(wait_if_back), wait_if_back, np.nan))
-    return np.where(~np.isnat(classic) & (classic >= now), classic, later)
+    due = ~np.isnat(classic) & (classic >= now)
+    return np.where(due & ~np.isnat(later) & (later > classic), later, np.where(due, classic, later))
 
 
 def add_orphans(frame: pd.DataFrame, orphans: np.ndarray, status: str = REJECTED) -> pd.DataFrame:

@@ -187,11 +187,14 @@ def _reading_section(predictions: pd.DataFrame | None, metrics: dict) -> list[st
            f"{c['predicted_next_visit']:%Y-%m-%d} is therefore the survival model's median date of the next visit given "
            "it comes back, counted from the as-of date."
            if due < as_of else
-           f", on or after the as-of date {as_of:%Y-%m-%d}, so `predicted_next_visit` is that date.")
+           f", on or after the as-of date {as_of:%Y-%m-%d}, so `predicted_next_visit` is that date."
+           if c["predicted_next_visit"] <= due else
+           f", on or after the as-of date {as_of:%Y-%m-%d}; given its silence since, the survival model's median date "
+           f"of the next visit is later, {c['predicted_next_visit']:%Y-%m-%d}, and `predicted_next_visit` is that.")
         + f" `p_gone` {c['p_gone']:.3f}: the chance it never comes back, given no visit in the "
         f"{c['days_since_last_visit']:.0f} days since its last. The rule for every customer: `predicted_next_visit` "
-        "= last visit + `predicted_interval_days` while that date is on or after the as-of date, else the as-of date + "
-        "the median wait given a visit comes; `p_gone` says how likely none comes.",
+        "is the later of last visit + `predicted_interval_days` and the as-of date + the median wait given a visit "
+        "comes (what the silence so far says); `p_gone` says how likely none comes.",
         "",
     ]
 

@@ -265,10 +265,11 @@ def make_patterned(n: int = 4000, seed: int = 0, visits: tuple[int, int] = (6, 4
 
 # Benchmark families (benchmarks/accuracy.py): name -> f(n, seed) -> (log, truth), truth with
 # customer_id, next_visit and next_gap_days (the true next visit after the customer's last one; NaT/NaN: none).
+# The purchase families also take make_purchases' horizon_days (the same log, a truth that looks further).
 FAMILIES = {
-    "purchases": lambda n, seed: make_purchases(n, seed),
+    "purchases": lambda n, seed, **kw: make_purchases(n, seed, **kw),
     # customers slow down fast as they age: the latest gaps say more than the customer's median
-    "purchases_drift": lambda n, seed: make_purchases(n, seed, decay=1.5, mean_gap=25.0),
+    "purchases_drift": lambda n, seed, **kw: make_purchases(n, seed, decay=1.5, mean_gap=25.0, **kw),
     "iid_exp": lambda n, seed: make_iid_exponential(n, seed),
     "patterned": lambda n, seed: make_patterned(n, seed),
 }

@@ -19,7 +19,7 @@ from jaxlstm.errors import InputError
 from jaxlstm.distribution import gone_and_wait
 from jaxlstm.predict import next_visit, probability
 from jaxlstm.progress import LogLines
-from jaxlstm.report import curves_figure, scatter_figure, verdict
+from jaxlstm.report import _reading_section, curves_figure, scatter_figure, verdict
 from jaxlstm.synth import make_customers
 
 TINY = ROOT / "configs" / "tiny.toml"
@@ -100,13 +100,32 @@ def test_p_gone_and_the_wait_given_a_return_match_the_truncated_log_normal():
     assert out["p_gone"][0] == pytest.approx(pi[0])  # S(0) = 1: no silence yet, the prior share
 
 
-def test_next_visit_is_the_interval_unless_overdue_then_the_wait_from_the_as_of_date():
+def test_next_visit_is_the_later_of_the_interval_and_the_wait_from_the_as_of_date():
     as_of = pd.Timestamp("2024-03-01")
-    last = np.array(["2024-02-20", "2024-01-01", "2024-02-25"], dtype="datetime64[ns]")
-    interval = np.array([15.0, 10.0, np.nan])
-    wait = np.array([3.0, 40.0, 7.0])
-    got = next_visit(last, interval, as_of, wait)
-    assert list(pd.to_datetime(got)) == [pd.Timestamp("2024-03-06"), as_of + pd.Timedelta(days=40), as_of + pd.Timedelta(days=7)]
+    last = np.array(["2024-02-20", "2024-01-01", "2024-02-25", "2024-02-20", "2024-02-28"], dtype="datetime64[ns]")
+    interval = np.array([15.0, 10.0, np.nan, 15.0, 5.0])
+    wait = np.array([3.0, 40.0, 7.0, 9.0, np.nan])
+    got = list(pd.to_datetime(next_visit(last, interval, as_of, wait)))
+    day = pd.Timedelta(days=1)
+    assert got[0] == pd.Timestamp("2024-03-06")  # due on 03-06; the silence says 03-04: the history's date
+    assert got[1] == as_of + 40 * day  # overdue: the wait from the as-of date
+    assert got[2] == as_of + 7 * day  # no interval answer
+    assert got[3] == as_of + 9 * day  # due on 03-06, but the silence says later: 03-10
+    assert got[4] == pd.Timestamp("2024-03-04")  # no wait answer: the history's date
+
+
+@pytest.mark.parametrize("next_day, says", [
+    ("2024-03-20", "already past on the as-of date 2024-03-01 (overdue)"),
+    ("2024-03-06", "on or after the as-of date 2024-03-01, so `predicted_next_visit` is that date."),
+    ("2024-03-10", "given its silence since, the survival model's median date of the next visit is later, 2024-03-10"),
+])
+def test_report_reads_one_customers_dates_by_the_rule_that_gave_them(next_day, says):
+    last, interval = pd.Timestamp("2024-02-20"), 15.0 if next_day != "2024-03-20" else 5.0  # due 03-06 (or 02-25)
+    predictions = pd.DataFrame({"customer_id": ["a"], "model": ["pooled"], "n_visits": [4], "last_visit": [last],
+                                "predicted_interval_days": [interval], "predicted_next_visit": [pd.Timestamp(next_day)],
+                                "p_gone": [0.2], "days_since_last_visit": [10.0]})
+    text = " ".join(_reading_section(predictions, {"as_of": {"date": "2024-03-01"}}))
+    assert says in text and "is the later of last visit + `predicted_interval_days`" in text
 
 
 def test_probability_clips_and_never_gives_negative_zero():

@@ -201,3 +201,15 @@ def test_as_of_truth_and_brier_by_hand():
     assert b["p_within_30d"]["model"] == pytest.approx(((0.8 - 1) ** 2 + 0.5 ** 2 + 0.1 ** 2) / 3)
     assert b["p_within_30d"]["base_rate"] == pytest.approx(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 3)
     assert r["modes"]["auto"]["concordance_expected_wait"] == 1.0  # a before b before c, and so ordered
+    # dates: a predicted 5 days after the cut (back in 9), b 20 (47), c no date; classic: both already passed (0)
+    m = r["modes"]["auto"]
+    assert (m["dates_judged"], m["mae_days"], m["mae_days_classic"]) == (2, pytest.approx((4 + 27) / 2), pytest.approx((9 + 47) / 2))
+    assert m["share_back_by_date"] == 0.0 and m["share_back_by_date_classic"] == 0.0
+    # judged on a truth that looks further (c back after the horizon): the dates read it, the ranking does not
+    later = truth.reset_index().assign(next_visit=[t("2023-02-10"), t("2023-02-15"), t("2023-06-01")])
+    pred.loc["c", "predicted_next_visit"] = t("2023-05-01")
+    r2 = accuracy.bench_as_of(truth.reset_index(), cut, horizon, {"auto": (pred, 0.0)}, later)
+    m2 = r2["modes"]["auto"]
+    assert (r2["back"], r2["back_ever"], m2["dates_judged"]) == (2, 3, 3)
+    assert m2["mae_days"] == pytest.approx((4 + 6 + 31) / 3) and m2["share_back_by_date"] == pytest.approx(1 / 3)  # b only
+    assert m2["concordance_expected_wait"] == 1.0 and m2["brier"] == b
