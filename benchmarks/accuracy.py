@@ -30,16 +30,16 @@ generated log, as of its end; the truth is the generator's: each customer's firs
 (none: not back within the horizon, or dropped out). On the example log it trains on the visits before
 EXAMPLE_AS_OF, as of that date, and the truth is each of those customers' first visit after it, in the
 rest of the log (none: not back by the log's end, the horizon). Judged:
-  * `predicted_next_visit` (the median date of the next visit given a return, as of the end; NaT: more
-    likely gone than back) in days from the log end, for the customers who come back at all (on the
-    purchase families the generator's first purchase after the end within LONG_HORIZON_DAYS, five years,
-    from the same log generated with that horizon: a date judged only on those back within the horizon,
-    a year, would favour early dates; on the example log, those back by its end): MAE (and the median absolute
-    error) where it gives a date, and the share back by that date (a median date: one half), beside the
-    classic date (last visit + predicted_interval_days, or the log end where that date has passed) on the
-    same customers; and how many of those who come back within the horizon, and of those who do not, get
-    a date;
-  * the ranking: concordance (jaxlstm.asof.concordance) of `expected_wait_days` with the days from
+  * `predicted_next_visit` (the date of the next visit given a return, as of the end; NaT only without a
+    survival answer) in days from the log end, for the customers who come back: on the purchase families
+    within LONG_HORIZON_DAYS, five years (the generator's first purchase after the end, from the same log
+    generated with that horizon: judged only on those back within the one-year horizon, early dates would
+    look best), on the example log by its end. MAE (and the median absolute error) and the share back by the
+    date, beside the classic date (last visit + predicted_interval_days, or the log end where that date has
+    passed) on the same customers; on the purchase families also the share back by the date among every
+    customer who ever comes back (a truth of EVER_DAYS: the generator's ageing customers come back decades
+    later too). The share depends on how far the truth looks: for a median date given a return it would
+    be one half of *every* returner;  * the ranking: concordance (jaxlstm.asof.concordance) of `expected_wait_days` with the days from
     the log end to the next visit (censored at the horizon), beside that of "days since last visit";
   * the probabilities: the Brier score of each `p_within_{k}d` (k within the horizon) against "back
     within k days", beside the base rate's (the share back, in hindsight the best constant).
@@ -70,8 +70,10 @@ EXAMPLE_CSV = ROOT / "tests" / "data" / "example_transactions.csv"
 FAMILY_SIZES = {"purchases": 20000, "purchases_drift": 20000, "iid_exp": 3000, "patterned": 3000}
 FAST_CUSTOMERS = 500
 # the purchase families' truth for judging dates: the customers who come back within 5 years (the generator's
-# ageing customers come back decades later too; a date's error in decades says nothing about a shop's question)
+# ageing customers come back decades later too; a date's error in decades says nothing about a shop's question),
+# and for the share back by the date also every customer who ever comes back
 LONG_HORIZON_DAYS = 5 * 365.0
+EVER_DAYS = 80_000.0
 EXAMPLE_AS_OF = pd.Timestamp("2014-10-01")  # the example log runs through 2014: a quarter after it to score on
 MODES = ("auto", "pooled", "per_customer")
 PROTOCOLS = ("leave_last_out", "next_gap", "as_of")
@@ -225,9 +227,10 @@ def truth_after(log: pd.DataFrame, cut: pd.Timestamp) -> tuple[pd.DataFrame, pd.
 
 
 def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: dict,
-                truth_any: pd.DataFrame | None = None) -> dict:
+                truth_any: pd.DataFrame | None = None, truth_ever: pd.DataFrame | None = None) -> dict:
     """The as-of answers of each run against `truth` (next_visit within the horizon); the dates against
-    `truth_any` (next_visit within a longer one) where given, else `truth`."""
+    `truth_any` (next_visit within a longer one) where given, else `truth`; with `truth_ever` (every next
+    visit) also the share back by the date among all who ever come back."""
     from jaxlstm.asof import brier_scores, concordance
 
     truth = truth.set_index(truth["customer_id"].astype(str))
@@ -237,8 +240,10 @@ def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: di
     censored = np.where(back, true_days, horizon)
     since = ((end - truth["last_visit"]) / day).to_numpy(float)
     later = truth if truth_any is None else truth_any.set_index(truth_any["customer_id"].astype(str)).reindex(truth.index)
-    any_days = ((later["next_visit"] - end) / day).to_numpy(float)  # NaN: never back
+    any_days = ((later["next_visit"] - end) / day).to_numpy(float)  # NaN: not back within its horizon
     back_any = np.isfinite(any_days)
+    ever_days = None if truth_ever is None else (
+        (truth_ever.set_index(truth_ever["customer_id"].astype(str))["next_visit"].reindex(truth.index) - end) / day).to_numpy(float)
     out = {"customers": int(len(truth)), "back": int(back.sum()), "back_ever": int(back_any.sum()),
            "dates_judged_on": "within the horizon" if truth_any is None else "within the long horizon", "horizon_days": horizon, "log_end": str(end),
            "median_days_to_next_visit": float(np.median(true_days[back])) if back.any() else float("nan"),
@@ -249,7 +254,7 @@ def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: di
         if np.isnan(wait).all():  # no survival model (train.survival_epochs = 0): no as-of answers to judge
             out["modes"][mode] = None
             continue
-        days = ((pd.to_datetime(pred["predicted_next_visit"]) - end) / day).to_numpy(float)  # NaN: NaT, "gone"
+        days = ((pd.to_datetime(pred["predicted_next_visit"]) - end) / day).to_numpy(float)  # NaN: no survival answer
         classic = pd.to_datetime(pred["last_visit"]) + pd.to_timedelta(pred["predicted_interval_days"].astype(float), unit="D")
         classic = np.maximum(((classic - end) / day).to_numpy(float), 0.0)  # a date already passed: the log end
         dated = np.isfinite(days)
@@ -268,11 +273,20 @@ def bench_as_of(truth: pd.DataFrame, end: pd.Timestamp, horizon: float, runs: di
             # a median date given a return: half of those who come back do so by it
             "share_back_by_date": float((any_days <= days)[judged].mean()) if some else float("nan"),
             "share_back_by_date_classic": float((any_days <= classic)[judged].mean()) if some else float("nan"),
+            **({} if ever_days is None else _ever_shares(ever_days, days, classic)),
             "concordance_expected_wait": concordance(wait, censored, back),
             "brier": {c: brier_scores(pred[c].to_numpy(float), (back & (true_days <= k)).astype(float))
                       for c, k in probability_columns(pred, horizon)},
         }
     return out
+
+
+def _ever_shares(ever_days: np.ndarray, days: np.ndarray, classic: np.ndarray) -> dict:
+    """The share back by each date among every customer who ever comes back (and gets a date)."""
+    j = np.isfinite(ever_days) & np.isfinite(days)
+    return {"back_ever_dated": int(j.sum()),
+            "share_back_by_date_ever": float((ever_days <= days)[j].mean()) if j.any() else float("nan"),
+            "share_back_by_date_ever_classic": float((ever_days <= classic)[j].mean()) if j.any() else float("nan")}
 
 
 def probability_columns(pred: pd.DataFrame, horizon: float) -> list[tuple[str, float]]:
@@ -345,29 +359,31 @@ def markdown(results: dict) -> str:
                   "after the end (the generator's; none within the horizon or dropped out: not back). On the example log: "
                   f"the visits before {EXAMPLE_AS_OF:%Y-%m-%d}, as of that date, and the truth the rest of the log (the horizon: "
                   "to its end). "
-                  "`predicted_next_visit` (NaT: more likely gone than back) in days from the log end, MAE over the customers "
-                  "who come back and get a date (and the median absolute error), and the share of them back by that date (a median "
-                  "date given a return: one half), beside the classic date (last visit + `predicted_interval_days`, the log "
-                  "end where that has passed) on the same customers. Who comes back, for the dates: on the generated logs those back "
-                  f"within {LONG_HORIZON_DAYS / 365:.0f} years (the same log generated with that horizon: judged only on "
-                  "those back within the horizon, early dates would look best), on the example log those back by its end. "
-                  "Counts and concordance: back within the horizon. Concordance: `expected_wait_days` and days since the "
-                  "last visit against the days to the next visit, censored at the horizon. Brier: `p_within_30d` against "
-                  "back within 30 days, beside the base rate's (the share back, in hindsight).", "",
-                  "| family | mode | customers (back) | back: dated / NaT | not back: dated / NaT | dates judged | MAE (median abs. error) days: "
-                  "model / classic | share back by the date: model / classic | concordance: expected_wait / days since last visit | "
-                  "Brier `p_within_30d`: model / base rate |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "`predicted_next_visit` in days from the log end: MAE over the customers who come back (and the median absolute "
+                  "error), and the share of them back by that date, beside the classic date (last visit + `predicted_interval_days`, "
+                  "the log end where that has passed) on the same customers. Who comes back, for the dates: on the generated logs "
+                  f"those back within {LONG_HORIZON_DAYS / 365:.0f} years (the same log generated with that horizon: judged only on "
+                  "those back within the horizon, early dates would look best), on the example log those back by its end; the "
+                  "share also among every customer who ever comes back (generated logs; their ageing customers come back decades "
+                  "later too). The share depends on how far the truth looks: for a median date given a return it would be one half "
+                  "of every returner. Concordance: `expected_wait_days` and days since the last visit against the days to the next "
+                  "visit, censored at the horizon. Brier: `p_within_30d` against back within 30 days, beside the base rate's (the "
+                  "share back, in hindsight).", "",
+                  "| family | mode | customers (back within the horizon) | dates judged | MAE (median abs. error) days: model / classic | "
+                  "share back by the date: model / classic | the same, every returner | concordance: expected_wait / days since last "
+                  "visit | Brier `p_within_30d`: model / base rate |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for fam, r in asof.items():
             for m, a in r["modes"].items():
                 if a is None:
-                    lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | no survival model | | | | | | |")
+                    lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | no survival model | | | | | |")
                     continue
-                lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | {a['back_dated']:,} / {a['back_gone']:,} | "
-                             f"{a['not_back_dated']:,} / {a['not_back_gone']:,} | {a['dates_judged']:,} ({r['dates_judged_on']}) | "
+                ever = (f"{a['share_back_by_date_ever']:.2f} / {a['share_back_by_date_ever_classic']:.2f} ({a['back_ever_dated']:,})"
+                        if "share_back_by_date_ever" in a else "-")
+                lines.append(f"| {fam} | {m} | {r['customers']:,} ({r['back']:,}) | {a['dates_judged']:,} ({r['dates_judged_on']}) | "
                              f"{a['mae_days']:.1f} ({a['median_abs_error_days']:.1f}) / "
                              f"{a['mae_days_classic']:.1f} ({a['median_abs_error_days_classic']:.1f}) | "
-                             f"{a['share_back_by_date']:.2f} / {a['share_back_by_date_classic']:.2f} | "
+                             f"{a['share_back_by_date']:.2f} / {a['share_back_by_date_classic']:.2f} | {ever} | "
                              f"{a['concordance_expected_wait']:.3f} / {r['concordance_days_since_last_visit']:.3f} | "
                              + (f"{b['model']:.4f} / {b['base_rate']:.4f} |" if (b := a["brier"].get("p_within_30d")) else "- |"))
         lines += ["", "Log end, horizon and median days from the end to the next visit (of those back): "
@@ -459,8 +475,9 @@ def main(argv=None) -> None:
             if next_gap:
                 r["next_gap"] = bench_next_gap(log, truth, runs)
             if as_of:
-                truth_any = FAMILIES[fam](n if n is not None else FAMILY_SIZES[fam], args.seed, horizon_days=LONG_HORIZON_DAYS)[1]
-                r["as_of"] = bench_as_of(truth, *LOG_END[fam], runs, truth_any)
+                size = n if n is not None else FAMILY_SIZES[fam]
+                longer = [FAMILIES[fam](size, args.seed, horizon_days=h)[1] for h in (LONG_HORIZON_DAYS, EVER_DAYS)]
+                r["as_of"] = bench_as_of(truth, *LOG_END[fam], runs, *longer)
         if fam == "example" and "as_of" in protocols:
             before, truth_ex, horizon = truth_after(log, EXAMPLE_AS_OF)
             runs = whole_log_runs(f"{fam} before {EXAMPLE_AS_OF:%Y-%m-%d}", before, modes, overrides, EXAMPLE_AS_OF)

@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     if pd.notna(row.get("p_back_within_horizon")):  # the as-of answers of the survival model
         title += (f"\n{row['days_since_last_visit']:.0f} days since the last visit; P(back within "
                   f"{d.horizon_days:g} days) {row['p_back_within_horizon']:.0%}"
-                  + ("" if pd.notna(row["predicted_next_visit"]) else "; more likely gone than back"))
+                  + ("" if pd.notna(row["predicted_next_visit"]) else "; no next-visit date"))
     top.set_title(title, fontsize=9)
 
     x = np.arange(1, len(gaps) + 1)

@@ -208,8 +208,10 @@ def test_as_of_truth_and_brier_by_hand():
     # judged on a truth that looks further (c back after the horizon): the dates read it, the ranking does not
     later = truth.reset_index().assign(next_visit=[t("2023-02-10"), t("2023-02-15"), t("2023-06-01")])
     pred.loc["c", "predicted_next_visit"] = t("2023-05-01")
-    r2 = accuracy.bench_as_of(truth.reset_index(), cut, horizon, {"auto": (pred, 0.0)}, later)
+    ever = later.assign(next_visit=[t("2023-02-10"), t("2023-02-15"), t("2030-01-01")])
+    r2 = accuracy.bench_as_of(truth.reset_index(), cut, horizon, {"auto": (pred, 0.0)}, later, ever)
     m2 = r2["modes"]["auto"]
+    assert (m2["back_ever_dated"], m2["share_back_by_date_ever"], m2["share_back_by_date_ever_classic"]) == (3, 1 / 3, 0.0)
     assert (r2["back"], r2["back_ever"], m2["dates_judged"]) == (2, 3, 3)
     assert m2["mae_days"] == pytest.approx((4 + 6 + 31) / 3) and m2["share_back_by_date"] == pytest.approx(1 / 3)  # b only
     assert m2["concordance_expected_wait"] == 1.0 and m2["brier"] == b
