@@ -14,7 +14,7 @@ from jaxlstm.data.batching import customer_seeds
 from jaxlstm.data.events import validate_events
 from jaxlstm.data.intervals import histories
 from jaxlstm.errors import InputError
-from jaxlstm.evaluate import BASELINES, baselines, beats, customer_baselines, questions
+from jaxlstm.evaluate import BASELINES, baselines, beats, choose, customer_baselines, questions
 from jaxlstm.synth import make_customers
 
 
@@ -50,6 +50,21 @@ def test_the_noise_test_lets_pure_noise_through_at_its_level():
     passed = {n: np.mean([beats(rng.normal(size=n), rng.normal(size=n)) for _ in range(2000)]) for n in (2, 3, 30)}
     assert all(p <= 0.035 for p in passed.values()), passed  # one-sided 2.5%: a normal quantile let ~15% through at n = 2
     assert beats(np.full(50, 1.0), np.full(50, 2.0)) and not beats(np.full(50, 2.0), np.full(50, 1.0))
+
+
+def test_the_shared_model_answers_unless_the_population_median_beats_it_beyond_noise():
+    rng = np.random.default_rng(0)
+    visits = rng.integers(1, 20, 400)
+    target = rng.exponential(10.0, 400)
+    median = np.full(400, 7.0)
+    close = np.exp(np.log(median) + rng.normal(0, 0.05, 400))  # as good as the median, within noise
+    chosen, own = choose(visits, target, {"population_median": median, "pooled": close}, None)
+    assert set(chosen.values()) == {"pooled"} and own == []
+    far = np.full(400, 40.0)  # far worse than the median, beyond noise
+    chosen, _ = choose(visits, target, {"population_median": median, "pooled": far}, None)
+    assert set(chosen.values()) == {"population_median"}
+    chosen, _ = choose(visits, target, {"population_median": median}, None)  # no shared model
+    assert set(chosen.values()) == {"population_median"}
 
 
 def test_own_models_are_rarely_chosen_on_pure_noise():
