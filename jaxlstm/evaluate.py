@@ -252,7 +252,8 @@ def choose(visits: np.ndarray, target: np.ndarray, candidates: dict[str, np.ndar
     bucket = bucket_names(visits)
     all_loss = {m: losses(a, target, bins) for m, a in candidates.items()}
     default = "population_median"
-    if "pooled" in candidates and not beats(all_loss[default], all_loss["pooled"], alpha):
+    if ("pooled" in candidates and np.isfinite(all_loss["pooled"]).all()  # a NaN answer is no default
+            and not beats(all_loss[default], all_loss["pooled"], alpha)):
         default = "pooled"
     chosen, own_buckets = {}, []
     for _, _, name in BUCKETS:

@@ -65,6 +65,10 @@ def test_the_shared_model_answers_unless_the_population_median_beats_it_beyond_n
     assert set(chosen.values()) == {"population_median"}
     chosen, _ = choose(visits, target, {"population_median": median}, None)  # no shared model
     assert set(chosen.values()) == {"population_median"}
+    broken = close.copy()
+    broken[3] = np.nan  # a shared model with a NaN answer is nobody's default
+    chosen, _ = choose(visits, target, {"population_median": median, "pooled": broken}, None)
+    assert set(chosen.values()) == {"population_median"}
 
 
 def test_own_models_are_rarely_chosen_on_pure_noise():
