@@ -97,13 +97,21 @@ def regressor(seed: int):
                                          min_samples_leaf=50, random_state=seed)
 
 
-def cross_fitted(X: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """Answers for every row of X, each from a model fit on the other half of the rows (log1p target y)."""
+def classifier(seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50,
+                                          random_state=seed)
+
+
+def cross_fitted(fit_predict, X: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """Answers for every row of X, each from fit_predict(X_train, y_train, X_answer) on the other half of
+    the rows (two random halves, the same for a seed)."""
     half = np.random.default_rng(seed).permutation(len(y)) % 2
     out = np.empty(len(y))
     for h in (0, 1):
-        out[half == h] = regressor(seed).fit(X[half != h], y[half != h]).predict(X[half == h])
-    return np.expm1(out)
+        out[half == h] = fit_predict(X[half != h], y[half != h], X[half == h])
+    return out
 
 
 def bench(name: str, log: pd.DataFrame, seed: int) -> dict:
@@ -121,7 +129,8 @@ def bench(name: str, log: pd.DataFrame, seed: int) -> dict:
         seconds[kind] = time.perf_counter() - t
         print(f"  {name}: gbm_{kind} {seconds[kind]:.1f} s ({len(y):,} examples)", file=sys.stderr, flush=True)
     t = time.perf_counter()
-    answers["gbm_hidden"] = cross_fitted(ask, np.log1p(truth.to_numpy(float)), seed)
+    answers["gbm_hidden"] = np.expm1(cross_fitted(lambda X, y, Z: regressor(seed).fit(X, y).predict(Z),
+                                                  ask, np.log1p(truth.to_numpy(float)), seed))
     seconds["hidden"] = time.perf_counter() - t
     length = np.minimum(base["n_days"].to_numpy(), 8)
     answers["median_per_length"] = truth.groupby(length).transform("median")
@@ -133,8 +142,6 @@ def bench(name: str, log: pd.DataFrame, seed: int) -> dict:
 
 
 def bench_as_of(name: str, log: pd.DataFrame, truth: pd.DataFrame | None, seed: int) -> dict:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     from jaxlstm.asof import brier, concordance
     from jaxlstm.synth import LOG_END
 
@@ -150,15 +157,10 @@ def bench_as_of(name: str, log: pd.DataFrame, truth: pd.DataFrame | None, seed: 
     back = truth["next_visit"].notna().to_numpy()
     to_next = ((truth["next_visit"] - end) / pd.Timedelta(days=1)).to_numpy(float)
     censored = np.where(back, to_next, horizon)
-    half = np.random.default_rng(seed).permutation(len(X)) % 2
     out = {"customers": len(X), "horizon_days": horizon, "concordance_days_since_last_visit": concordance(X[:, -1], censored, back)}
     for label, k in (("30d", 30.0), ("horizon", horizon)):
         hit = (back & (to_next <= k)).astype(int)
-        p = np.empty(len(hit))
-        for h in (0, 1):
-            model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50,
-                                                   random_state=seed)
-            p[half == h] = model.fit(X[half != h], hit[half != h]).predict_proba(X[half == h])[:, 1]
+        p = cross_fitted(lambda X, y, Z: classifier(seed).fit(X, y).predict_proba(Z)[:, 1], X, hit, seed)
         out[f"within_{label}"] = {"concordance": concordance(-p, censored, back), "brier": brier(p, hit),
                                   "base_rate_brier": brier(np.full(len(hit), hit.mean()), hit)}
     return out
